@@ -1,0 +1,1 @@
+"""Policy evaluation, throughput benchmarks and experiment configs."""

@@ -1,0 +1,69 @@
+"""recrail's Gymnasium environments.
+
+Importing this package registers every environment under the ``recrail/`` namespace, so both
+``gym.make("recrail/<Name>-v0")`` (after ``import envs``) and ``gym.make("envs:recrail/<Name>-v0")``
+(in any fresh process: RLlib env runners, subprocess vector envs) work.
+
+Entry points are strings, so registering imports no simulator: ``import envs`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+NAMESPACE = "recrail"
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered environment: its id, where it lives and a one-line description."""
+
+    name: str
+    entry_point: str
+    description: str
+    max_episode_steps: int | None = None
+    vector_entry_point: str | None = None
+
+    @property
+    def env_id(self) -> str:
+        return f"{NAMESPACE}/{self.name}"
+
+
+ENVIRONMENTS: tuple[EnvEntry, ...] = (
+    EnvEntry(
+        name="RailDisruption-v0",
+        entry_point="envs.rail_disruption:RailDisruptionEnv",
+        description="Dispatch trains and rolling stock at a hub upstream of an open-ended line closure.",
+    ),
+)
+
+
+def env_ids() -> list[str]:
+    """Every registered recrail id, in registration order."""
+    return [entry.env_id for entry in ENVIRONMENTS]
+
+
+def entry_for(env_id: str) -> EnvEntry:
+    """The entry of ``env_id`` (with or without the ``envs:`` module prefix)."""
+    bare = env_id.split(":", 1)[1] if env_id.startswith("envs:") else env_id
+    for entry in ENVIRONMENTS:
+        if entry.env_id == bare:
+            return entry
+    raise ValueError(f"unknown environment id {env_id!r}; known ids: {', '.join(env_ids())}")
+
+
+def _register_all() -> None:
+    for entry in ENVIRONMENTS:
+        if entry.env_id in gym.registry:
+            continue
+        gym.register(
+            id=entry.env_id,
+            entry_point=entry.entry_point,
+            vector_entry_point=entry.vector_entry_point,
+            max_episode_steps=entry.max_episode_steps,
+        )
+
+
+_register_all()
