@@ -1,0 +1,134 @@
+"""Train a Stable-Baselines3 agent on a recrail environment.
+
+Read top to bottom: validate the config, build a vectorised env, build the algorithm with the
+config's hyperparameters, learn with checkpoints / TensorBoard / a progress bar, save, and return
+a :class:`SB3Policy` that the evaluation harness can run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from sb3_contrib import MaskablePPO
+from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+import envs  # noqa: F401  (registers the recrail ids in this process)
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": PPO,
+    "maskable_ppo": MaskablePPO,
+    "a2c": A2C,
+    "dqn": DQN,
+    "sac": SAC,
+}
+VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+METADATA_FILE = "recrail.json"  # written next to model.zip: what `load_sb3_policy` needs to reload
+
+
+@dataclass(frozen=True)
+class SB3TrainConfig:
+    """What to train and how. ``hyperparams`` go to the SB3 algorithm's constructor as they are
+    (``policy`` defaults to ``MlpPolicy``), e.g. ``{"n_steps": 256, "learning_rate": 3e-4}``."""
+
+    algo: str = "ppo"
+    timesteps: int = 50_000
+    seed: int = 0
+    n_envs: int = 4
+    vec_env: str = "dummy"
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    checkpoint_every: int = 0  # environment steps between checkpoints; 0 saves only the final model
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo {self.algo!r} is not an SB3 algorithm; choose from {sorted(ALGORITHMS)}")
+        if self.vec_env not in VEC_ENVS:
+            raise ValueError(f"vec_env {self.vec_env!r} is not one of {sorted(VEC_ENVS)}")
+        for name in ("timesteps", "n_envs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+class SB3Policy:
+    """A trained SB3 model behind the :class:`agents.policy.Policy` interface (greedy actions)."""
+
+    def __init__(self, model: BaseAlgorithm, name: str = "sb3") -> None:
+        self.model = model
+        self.name = name
+        self._masked = isinstance(model, MaskablePPO)
+
+    def reset(self, env: gym.Env, seed: int | None) -> None:
+        self.model.set_random_seed(seed)
+
+    def act(self, obs: Any, env: gym.Env) -> Any:
+        if self._masked:
+            masks = np.asarray(env.unwrapped.action_masks(), dtype=bool)
+            action, _ = self.model.predict(obs, deterministic=True, action_masks=masks)
+        else:
+            action, _ = self.model.predict(obs, deterministic=True)
+        return action
+
+
+def train_sb3(
+    env_id: str, config: SB3TrainConfig, callbacks: list[BaseCallback] | None = None
+) -> SB3Policy:
+    """Train ``config.algo`` on ``env_id``; save ``model.zip`` (+ checkpoints, TensorBoard logs) in
+    ``config.out_dir`` when given; return the trained policy."""
+    algo_cls = ALGORITHMS[config.algo]
+    vec_env = make_vec_env(
+        env_id,
+        n_envs=config.n_envs,
+        seed=config.seed,
+        env_kwargs=config.env_kwargs,
+        vec_env_cls=VEC_ENVS[config.vec_env],
+    )
+    hyperparams = {"policy": "MlpPolicy", **config.hyperparams}
+    out = Path(config.out_dir) if config.out_dir is not None else None
+    all_callbacks = list(callbacks or [])
+    if out is not None and config.checkpoint_every:
+        save_freq = max(config.checkpoint_every // config.n_envs, 1)
+        all_callbacks.append(CheckpointCallback(save_freq, str(out / "checkpoints"), name_prefix=config.algo))
+    model = algo_cls(
+        env=vec_env,
+        seed=config.seed,
+        verbose=0,
+        tensorboard_log=str(out / "tensorboard") if out is not None else None,
+        **hyperparams,
+    )
+    model.learn(total_timesteps=config.timesteps, callback=all_callbacks, progress_bar=config.progress)
+    vec_env.close()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save(out / "model.zip")
+        meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
+        (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return SB3Policy(model, name=config.algo)
+
+
+def load_sb3_policy(path: Path | str, algo: str | None = None) -> SB3Policy:
+    """Load an SB3 ``.zip``; the algorithm comes from ``algo`` or the metadata saved beside it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no SB3 model file at {path}")
+    meta_file = path.parent / METADATA_FILE
+    if algo is None and meta_file.is_file():
+        algo = json.loads(meta_file.read_text())["algo"]
+    if algo not in ALGORITHMS:
+        raise ValueError(
+            f"cannot tell which SB3 algorithm saved {path} (no {METADATA_FILE} beside it); "
+            f"pass the algorithm, one of {sorted(ALGORITHMS)}"
+        )
+    return SB3Policy(ALGORITHMS[algo].load(path, device="cpu"), name=algo)

@@ -1,0 +1,69 @@
+"""The ``recrail`` command: listing, one-line errors, evaluate's outputs, SB3 and RLlib training."""
+
+import json
+
+import pytest
+
+import envs
+from agents.baselines import baseline_names
+from benchmarks.cli import main
+
+ENV_WITH_TWO_BASELINES = next(i for i in envs.env_ids() if len(baseline_names(i)) >= 2)
+
+
+def test_list_shows_every_id_with_spaces(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for env_id in envs.env_ids():
+        assert env_id in out
+    assert out.count("observation:") == len(envs.env_ids())
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--env", "recrail/Nope-v0"], "unknown environment id 'recrail/Nope-v0'"),
+        (["train", "--env", ENV_WITH_TWO_BASELINES, "--timesteps", "0"], "must be a positive integer"),
+        (["train", "--env", ENV_WITH_TWO_BASELINES, "--backend", "tf"], "invalid choice: 'tf'"),
+        (["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", "no_such_policy"], "neither a baseline"),
+        (["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", "x", "--env-kwargs", "[1]"], "JSON object"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err and err.startswith("recrail")
+
+
+def test_evaluate_two_baselines_writes_all_four_outputs(tmp_path):
+    first, second = baseline_names(ENV_WITH_TWO_BASELINES)[:2]
+    argv = ["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", first, second,
+            "--episodes", "4", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "evaluation.csv", "evaluation.json", "evaluation.md", "evaluation.png"]
+    payload = json.loads((tmp_path / "evaluation.json").read_text())
+    assert {row["policy"] for row in payload["summary"]} == {first, second}
+
+
+def test_sb3_train_then_evaluate_the_saved_zip(tmp_path):
+    env_id = ENV_WITH_TWO_BASELINES
+    assert main(["train", "--env", env_id, "--algo", "ppo", "--timesteps", "128", "--out", str(tmp_path / "run")]) == 0
+    model = tmp_path / "run" / "model.zip"
+    assert model.is_file() and (tmp_path / "run" / "recrail.json").is_file()
+    baseline = baseline_names(env_id)[0]
+    argv = ["evaluate", "--env", env_id, "--policy", str(model), baseline, "--episodes", "2", "--out", str(tmp_path / "eval")]
+    assert main(argv) == 0
+    assert (tmp_path / "eval" / "evaluation.md").read_text().count("model") >= 1
+
+
+def test_rllib_train_two_iterations_with_two_env_runners(tmp_path):
+    env_id = ENV_WITH_TWO_BASELINES
+    argv = ["train", "--env", env_id, "--backend", "rllib", "--algo", "ppo", "--iterations", "2",
+            "--num-env-runners", "2", "--out", str(tmp_path / "rl")]
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "rl" / "recrail.json").read_text())
+    assert meta["iterations"] == 2 and meta["num_env_runners"] == 2 and len(meta["history"]) == 2
+    assert main(["evaluate", "--env", env_id, "--policy", str(tmp_path / "rl"), "--episodes", "2",
+                 "--out", str(tmp_path / "eval")]) == 0
