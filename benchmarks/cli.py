@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import envs
+from agents.sasrec_cli import add_sasrec_parser
 
 BACKENDS = ("sb3", "rllib")
 SB3_ALGOS = ("ppo", "maskable_ppo", "sac", "dqn", "a2c")
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder (default runs/demo)")
     p.set_defaults(func=cmd_demo)
 
+    add_sasrec_parser(sub)
     return parser
 
 
@@ -199,14 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        args.func(args)
+        code = args.func(args)
     except UsageError as err:
         print(f"{err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as err:
         print(f"recrail: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
