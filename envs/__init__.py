@@ -37,6 +37,23 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         entry_point="envs.rail_disruption:RailDisruptionEnv",
         description="Dispatch trains and rolling stock at a hub upstream of an open-ended line closure.",
     ),
+    EnvEntry(
+        name="LatentReasoning-v0",
+        entry_point="envs.latent_reasoning:LatentReasoningEnv",
+        vector_entry_point="envs.latent_reasoning:LatentReasoningVectorEnv",
+        description="Decide how long (halt) or where (residual) a LARES recommender reasons in latent space.",
+    ),
+    EnvEntry(
+        name="TRMRetrieval-v0",
+        entry_point="envs.trm_retrieval:TRMRetrievalEnv",
+        description="DeepRec: call a preference-aware TRM over several turns (phrase actions), then rank the pool.",
+        vector_entry_point="envs.trm_retrieval:TRMRetrievalVectorEnv",
+    ),
+    EnvEntry(
+        name="TRMRetrievalText-v0",
+        entry_point="envs.trm_retrieval_text:TRMRetrievalTextEnv",
+        description="DeepRec in text mode: a language model calls the TRM with tagged preferences and answers 10 titles.",
+    ),
 )
 
 

@@ -43,3 +43,5 @@ def make_baseline(env_id: str, name: str, **kwargs) -> Policy:
 
 
 from agents.baselines import rail  # noqa: E402,F401  (registers the railway baselines)
+from agents.baselines import trm_retrieval  # noqa: E402,F401  (registers the DeepRec baselines)
+from agents.baselines import latent_reasoning  # noqa: E402,F401  (registers the LARES baselines)
