@@ -11,6 +11,18 @@ from benchmarks.cli import main
 ENV_WITH_TWO_BASELINES = next(i for i in envs.env_ids() if len(baseline_names(i)) >= 2)
 
 
+@pytest.fixture
+def small_config(tmp_path):
+    """An experiment file with tiny batches: the tests check the plumbing, not learning."""
+    path = tmp_path / "small.yaml"
+    path.write_text(
+        f"env_id: {ENV_WITH_TWO_BASELINES}\n"
+        "sb3:\n  ppo: {n_envs: 1, n_steps: 64, batch_size: 64, n_epochs: 1}\n"
+        "rllib:\n  ppo: {train_batch_size_per_learner: 256, minibatch_size: 128, num_epochs: 1}\n"
+    )
+    return path
+
+
 def test_list_shows_every_id_with_spaces(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -47,9 +59,11 @@ def test_evaluate_two_baselines_writes_all_four_outputs(tmp_path):
     assert {row["policy"] for row in payload["summary"]} == {first, second}
 
 
-def test_sb3_train_then_evaluate_the_saved_zip(tmp_path):
+def test_sb3_train_then_evaluate_the_saved_zip(tmp_path, small_config):
     env_id = ENV_WITH_TWO_BASELINES
-    assert main(["train", "--env", env_id, "--algo", "ppo", "--timesteps", "128", "--out", str(tmp_path / "run")]) == 0
+    argv = ["train", "--env", env_id, "--algo", "ppo", "--timesteps", "128", "--config", str(small_config),
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
     model = tmp_path / "run" / "model.zip"
     assert model.is_file() and (tmp_path / "run" / "recrail.json").is_file()
     baseline = baseline_names(env_id)[0]
@@ -58,10 +72,10 @@ def test_sb3_train_then_evaluate_the_saved_zip(tmp_path):
     assert (tmp_path / "eval" / "evaluation.md").read_text().count("model") >= 1
 
 
-def test_rllib_train_two_iterations_with_two_env_runners(tmp_path):
+def test_rllib_train_two_iterations_with_two_env_runners(tmp_path, small_config):
     env_id = ENV_WITH_TWO_BASELINES
     argv = ["train", "--env", env_id, "--backend", "rllib", "--algo", "ppo", "--iterations", "2",
-            "--num-env-runners", "2", "--out", str(tmp_path / "rl")]
+            "--num-env-runners", "2", "--config", str(small_config), "--out", str(tmp_path / "rl")]
     assert main(argv) == 0
     meta = json.loads((tmp_path / "rl" / "recrail.json").read_text())
     assert meta["iterations"] == 2 and meta["num_env_runners"] == 2 and len(meta["history"]) == 2
