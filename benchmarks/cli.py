@@ -54,6 +54,17 @@ def _json_object(value: str) -> dict:
     return parsed
 
 
+def describe_space(space) -> str:
+    """A one-line description of a space (Box bounds summarized, Text charset counted)."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box):
+        return f"Box(shape={space.shape}, dtype={space.dtype}, low>={space.low.min():.3g}, high<={space.high.max():.3g})"
+    if isinstance(space, gym.spaces.Text):
+        return f"Text(length {space.min_length}..{space.max_length}, {len(space.character_set)} characters)"
+    return str(space)
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     import gymnasium as gym
 
@@ -61,7 +72,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{entry.env_id}\n    {entry.description}")
         if not args.no_spaces:
             env = gym.make(entry.env_id)
-            print(f"    observation: {env.observation_space}\n    action:      {env.action_space}")
+            print(f"    observation: {describe_space(env.observation_space)}")
+            print(f"    action:      {describe_space(env.action_space)}")
             env.close()
 
 
@@ -151,6 +163,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="recrail", description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-threads", type=_positive, default=1,
+                        help="torch CPU threads (default 1: fastest for these small networks, and on a busy machine)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="registered environment ids with descriptions and spaces")
@@ -201,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
         code = args.func(args)
     except UsageError as err:
         print(f"{err}", file=sys.stderr)

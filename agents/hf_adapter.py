@@ -1,0 +1,112 @@
+"""Drive ``recrail/TRMRetrievalText-v0`` with a Hugging Face causal language model.
+
+:class:`HFCausalLMPolicy` is a :class:`agents.policy.Policy`: each turn it encodes the text
+observation (the prompt, through the tokenizer's chat template when it has one), keeps the last
+``max_prompt_tokens`` tokens, generates up to ``max_new_tokens`` tokens (greedy, or sampled with a
+per-episode seed) and cuts the output right after the first closing tag of the protocol
+(``<|end_of_preference|>`` or ``</recommendation_list>``), since the env treats text after a
+call or answer as a violation. Whatever the model writes goes to the env unchanged otherwise:
+malformed output is the env's format penalty, not an error here.
+
+Needs the optional extra ``transformers`` (``pip install 'recrail[text]'``); nothing is downloaded:
+pass a model and tokenizer you have, e.g. ``from_pretrained(path, local_files_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+
+from simulators.recsys.deeprec_protocol import END_PREFERENCE, REC_CLOSE
+
+STOP_TAGS = (END_PREFERENCE, REC_CLOSE)
+
+
+@dataclass(frozen=True)
+class HFGenerationConfig:
+    """Decoding settings of the adapter."""
+
+    max_new_tokens: int = 256
+    max_prompt_tokens: int = 2048
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    use_chat_template: bool = True
+
+    def __post_init__(self) -> None:
+        for name, ok, allowed in (
+            ("max_new_tokens", self.max_new_tokens >= 1, "an int >= 1"),
+            ("max_prompt_tokens", self.max_prompt_tokens >= 1, "an int >= 1"),
+            ("temperature", self.temperature > 0, "a float > 0"),
+            ("top_p", 0 < self.top_p <= 1, "a float in (0, 1]"),
+        ):
+            if not ok:
+                raise ValueError(f"HFGenerationConfig.{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+
+def cut_at_stop_tag(text: str) -> str:
+    """``text`` up to and including the first protocol closing tag (unchanged when none)."""
+    ends = [text.index(tag) + len(tag) for tag in STOP_TAGS if tag in text]
+    return text[: min(ends)] if ends else text
+
+
+class HFCausalLMPolicy:
+    """A causal LM acting in the text env (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, config: HFGenerationConfig = HFGenerationConfig(), name: str = "hf_causal_lm") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        self._generator_seed: int | None = None
+        self._turn = 0
+
+    def reset(self, env: gym.Env, seed: int | None) -> None:
+        self._generator_seed = seed
+        self._turn = 0
+
+    def _prompt_ids(self, prompt: str) -> torch.Tensor:
+        tok = self.tokenizer
+        if self.config.use_chat_template and getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+            ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+        else:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        return ids[:, -self.config.max_prompt_tokens :]
+
+    @torch.no_grad()
+    def act(self, obs: str, env: gym.Env) -> str:
+        if not isinstance(obs, str):
+            raise ValueError(f"HFCausalLMPolicy acts on text observations, got {type(obs).__name__}")
+        cfg = self.config
+        ids = self._prompt_ids(obs)
+        if self._generator_seed is not None:
+            torch.manual_seed(self._generator_seed * 1000 + self._turn)
+        self._turn += 1
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out = self.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=cfg.do_sample,
+            temperature=cfg.temperature if cfg.do_sample else None,
+            top_p=cfg.top_p if cfg.do_sample else None,
+            pad_token_id=pad,
+        )
+        text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return cut_at_stop_tag(text)
+
+
+def run_text_episode(env: gym.Env, policy, seed: int | None = None, max_turns: int = 16) -> tuple[float, dict]:
+    """Play one episode of the text env with ``policy``; returns (return, final info)."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(env, seed)
+    total = 0.0
+    for _ in range(max_turns):
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs, env))
+        total += float(reward)
+        if terminated or truncated:
+            return total, info
+    raise RuntimeError(f"episode did not end within {max_turns} turns")

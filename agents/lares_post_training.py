@@ -1,0 +1,408 @@
+"""Training LARES: self-supervised pre-training (SPT) and GRPO-style reinforcement post-training (RPT).
+
+SPT (:func:`train_spt`): the training sequences are cut into next-item windows of ``max_len``
+(:func:`training_windows`; CE at every position). Each batch draws one step count from the
+Poisson-lognormal sampler and pairs every window with a random other window with the same last
+target item (its TLA positive); loss = CE + alpha TLA + gamma SLA
+(:func:`simulators.recsys.lares.spt_loss`). Model selection: NDCG@10 on the validation users at
+``eval_steps``; the best epoch is kept (early stopping with ``patience``).
+
+RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
+RPT instances are (prefix, next item) pairs (:func:`prefix_instances`, subsampled to
+``max_instances``), kept only if their target enters the SPT model's top-``filter_top`` at least once in
+``filter_tries`` stochastic scorings (noise + sampled step count). For each batch, G rollouts are
+run (rollout g: its own step count, initial noise and dropout mask, shared across the batch); the
+per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
+step's full ranking with the input items masked, the advantage is group-normalised, and the loss is
+:func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step count and noise.
+
+Command line (checkpoints go outside the repo except the small default weights)::
+
+    python -m agents.lares_post_training --default-world --phase spt \
+        --out simulators/recsys/weights/lares_default.pt --half      # the shipped default weights
+    python -m agents.lares_post_training --data ../shared/data/ml-100k --phase both \
+        --out /tmp/lares_ml100k.pt --time-budget 1200
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from simulators.recsys.lares import (
+    LARES,
+    LARESConfig,
+    dataset_digest,
+    evaluate_ranks,
+    grpo_loss,
+    group_advantages,
+    kl_k3,
+    load_lares,
+    rank_metrics,
+    sample_steps,
+    save_lares,
+    spt_loss,
+)
+from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
+from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
+
+
+@dataclass(frozen=True)
+class SPTConfig:
+    """SPT loop settings."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    eval_users: int | None = 2000  # validation users per epoch (a fixed random subset), None = all
+    time_budget_s: float | None = None  # stop after the first epoch that ends past this budget
+    seed: int = 0
+    progress: bool = True
+    out: Path | None = None  # best checkpoint is written here
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"SPTConfig.lr = {self.lr!r} is invalid; allowed: a float > 0")
+
+
+@dataclass(frozen=True)
+class RPTConfig:
+    """RPT (GRPO) loop settings."""
+
+    group_size: int = 4
+    beta: float = 1.0
+    reward: str = "recall"  # "recall" or "ndcg" (at k)
+    k: int = 10
+    lr: float = 1e-4
+    batch_size: int = 128
+    epochs: int = 2
+    filter_top: int = 100
+    filter_tries: int = 3
+    max_instances: int | None = 20000
+    eval_users: int | None = 2000
+    time_budget_s: float | None = None
+    seed: int = 0
+    progress: bool = True
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.group_size <= 64:
+            raise ValueError(f"RPTConfig.group_size = {self.group_size!r} is invalid; allowed: an int in 2..64")
+        if self.reward not in ("recall", "ndcg"):
+            raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: 'recall' or 'ndcg'")
+        for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
+        if self.beta < 0 or self.lr <= 0:
+            raise ValueError(f"RPTConfig beta = {self.beta!r} must be >= 0 and lr = {self.lr!r} > 0")
+
+
+def training_windows(split: LeaveOneOutSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Next-item windows over the training sequences: inputs and targets ``[N, max_len]``, left-padded.
+
+    Each training sequence is cut from its end into chunks of ``max_len + 1`` items overlapping by
+    one (inputs = chunk[:-1], targets = chunk[1:], target 0 = padding), so every training
+    transition is a target exactly once per epoch.
+    """
+    rows = []
+    for u in range(split.n_users):
+        seq = split.train_sequence(u)
+        end = len(seq)
+        while end >= 2:
+            rows.append(seq[max(0, end - max_len - 1):end])
+            end -= max_len
+    inputs = np.zeros((len(rows), max_len), dtype=np.int64)
+    targets = np.zeros((len(rows), max_len), dtype=np.int64)
+    for i, w in enumerate(rows):
+        inputs[i, max_len - len(w) + 1:] = w[:-1]
+        targets[i, max_len - len(w) + 1:] = w[1:]
+    return inputs, targets
+
+
+def prefix_instances(split: LeaveOneOutSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (prefix, next item) pairs of the training sequences: inputs ``[N, max_len]`` left-padded, targets ``[N]``."""
+    rows, targets = [], []
+    for u in range(split.n_users):
+        seq = split.train_sequence(u)
+        for t in range(1, len(seq)):
+            rows.append(seq[max(0, t - max_len):t])
+            targets.append(seq[t])
+    inputs = np.zeros((len(rows), max_len), dtype=np.int64)
+    for i, r in enumerate(rows):
+        inputs[i, max_len - len(r):] = r
+    return inputs, np.asarray(targets, dtype=np.int64)
+
+
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                            pool: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (sorted inside pools of ``pool`` batches), in random order.
+
+    Batches are then cut to their longest row, which saves most of the padding compute on short-
+    sequence data (Beauty) without changing any output (positions are right-aligned).
+    """
+    order = rng.permutation(len(lengths))
+    batches = []
+    for i in range(0, len(order), batch_size * pool):
+        chunk = order[i:i + batch_size * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def same_target_partners(targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each instance, a random other instance with the same target (itself when it is alone)."""
+    order = np.argsort(targets, kind="stable")
+    sorted_t = targets[order]
+    starts = np.searchsorted(sorted_t, sorted_t, side="left")
+    sizes = np.searchsorted(sorted_t, sorted_t, side="right") - starts
+    own = np.arange(len(targets)) - starts  # position of each sorted instance inside its group
+    pick = (rng.random(len(targets)) * np.maximum(sizes - 1, 1)).astype(np.int64)
+    pick = np.where(sizes > 1, pick + (pick >= own), 0)
+    partners = np.empty_like(order)
+    partners[order] = order[starts + pick]
+    return partners
+
+
+def _valid_metric(model: LARES, split: LeaveOneOutSplit, users: np.ndarray, seed: int) -> dict[str, float]:
+    return rank_metrics(evaluate_ranks(model, split, "valid", model.config.eval_steps, seed=seed, users=users))
+
+
+def _eval_users(split: LeaveOneOutSplit, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    users = split.users("valid")
+    return users if n is None or n >= len(users) else np.sort(rng.choice(users, n, replace=False))
+
+
+def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTConfig = SPTConfig()
+              ) -> tuple[LARES, list[dict[str, float]]]:
+    """Train LARES with the SPT loss; returns the best model (validation NDCG@10) and per-epoch logs."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = LARES(model_config)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    inputs, targets = training_windows(split, model_config.max_len)
+    lengths = (inputs > 0).sum(1)
+    val_users = _eval_users(split, config.eval_users, rng)
+    best, best_state, bad, history, start = -1.0, None, 0, [], time.time()
+    for epoch in range(config.epochs):
+        model.train()
+        partners = same_target_partners(targets[:, -1], rng)
+        batches = length_bucketed_batches(lengths, config.batch_size, rng)
+        bar = tqdm(batches, desc=f"SPT epoch {epoch}", disable=not config.progress)
+        sums = {"loss": 0.0, "ce": 0.0, "tla": 0.0, "sla": 0.0}
+        for idx in bar:
+            steps = sample_steps(rng, model_config.train_mean_steps, model_config.train_steps_sigma,
+                                 model_config.max_steps)
+            w = int(max(lengths[idx].max(), lengths[partners[idx]].max()))
+            loss, parts = spt_loss(model, torch.from_numpy(inputs[idx, -w:]), torch.from_numpy(targets[idx, -w:]),
+                                   torch.from_numpy(inputs[partners[idx], -w:]), steps, rng, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for key in sums:
+                sums[key] += parts[key] * len(idx)
+            bar.set_postfix(loss=f"{parts['loss']:.3f}", steps=steps)
+        log = {"epoch": epoch, **{k: v / len(targets) for k, v in sums.items()},
+               **_valid_metric(model, split, val_users, config.seed), "elapsed_s": time.time() - start}
+        history.append(log)
+        if config.progress:
+            tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
+        if log["NDCG@10"] > best:
+            best, bad, best_state = log["NDCG@10"], 0, copy.deepcopy(model.state_dict())
+            if config.out is not None:
+                save_lares(model, config.out, meta={"phase": "spt", "epoch": epoch, "valid": log})
+        else:
+            bad += 1
+        if bad >= config.patience or (config.time_budget_s and time.time() - start > config.time_budget_s):
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def filter_instances(model: LARES, inputs: np.ndarray, targets: np.ndarray, top: int, tries: int,
+                     seed: int, batch_size: int = 512) -> np.ndarray:
+    """Indices of instances whose target reaches the top-``top`` at least once in ``tries`` stochastic scorings."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    keep = np.zeros(len(targets), dtype=bool)
+    c = model.config
+    for i in range(0, len(targets), batch_size):
+        x, y = torch.from_numpy(inputs[i:i + batch_size]), torch.from_numpy(targets[i:i + batch_size])
+        exclude = _input_mask(x, c.n_items)
+        for _ in range(tries):
+            steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
+            ranks = target_ranks(model(x, steps, generator=gen), y, exclude)
+            keep[i:i + batch_size] |= (ranks < top).numpy()
+    return np.flatnonzero(keep)
+
+
+def _input_mask(inputs: torch.Tensor, n_items: int) -> torch.Tensor:
+    mask = torch.zeros(len(inputs), n_items + 1, dtype=torch.bool)
+    mask.scatter_(1, inputs, True)
+    mask[:, 0] = True
+    return mask
+
+
+def _rollout_logps(model: LARES, H: torch.Tensor, mask: torch.Tensor, T0: torch.Tensor, steps: int,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-step ``log p_t(target)`` ``[B, steps]`` and the last step's scores."""
+    states = model.reason(H, mask, steps, T0)
+    logps, scores = [], None
+    for T in states:
+        scores = model.score(T)
+        logps.append(F.log_softmax(scores, dim=-1).gather(1, targets[:, None]).squeeze(1))
+    return torch.stack(logps, dim=1), scores
+
+
+def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
+                   config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO loss of one batch: G rollouts, group-normalised terminal ranking reward, k3 KL to the reference."""
+    c = policy.config
+    exclude = _input_mask(inputs, c.n_items)
+    H, mask = policy.prepare(inputs)
+    with torch.no_grad():
+        H_ref, mask_ref = reference.prepare(inputs)
+    losses, rewards, kls = [], [], []
+    per_rollout = []
+    for _ in range(config.group_size):
+        steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
+        noise = torch.nn.init.trunc_normal_(torch.empty_like(H), 0.0, 1.0, -3.0, 3.0, generator=gen)
+        logp, scores = _rollout_logps(policy, H, mask, policy.initial_state(H, noise), steps, targets)
+        with torch.no_grad():
+            ref_logp, _ = _rollout_logps(reference, H_ref, mask_ref, reference.initial_state(H_ref, noise),
+                                         steps, targets)
+            ranks = target_ranks(scores.detach(), targets, exclude)
+            r = recall_at_k(ranks, config.k) if config.reward == "recall" else ndcg_at_k(ranks, config.k)
+        per_rollout.append((logp, ref_logp))
+        rewards.append(r)
+    R = torch.stack(rewards, dim=1)  # [B, G]
+    A = group_advantages(R)
+    for g, (logp, ref_logp) in enumerate(per_rollout):
+        losses.append(grpo_loss(logp, ref_logp, A[:, g], config.beta))
+        kls.append(kl_k3(ref_logp, logp.detach()).mean().item())
+    loss = torch.stack(losses).mean()
+    return loss, {"loss": loss.item(), "reward": R.mean().item(), "kl": float(np.mean(kls))}
+
+
+def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPTConfig()
+              ) -> tuple[LARES, list[dict[str, float]]]:
+    """GRPO post-training from ``spt_model`` (kept frozen as the reference); best validation model returned."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    reference = copy.deepcopy(spt_model).eval().requires_grad_(False)
+    policy = copy.deepcopy(spt_model)
+    inputs, targets = prefix_instances(split, spt_model.config.max_len)
+    if config.max_instances is not None and len(targets) > config.max_instances:
+        sub = np.sort(rng.choice(len(targets), config.max_instances, replace=False))
+        inputs, targets = inputs[sub], targets[sub]
+    kept = filter_instances(reference, inputs, targets, config.filter_top, config.filter_tries, config.seed)
+    inputs, targets = inputs[kept], targets[kept]
+    lengths = (inputs > 0).sum(1)
+    val_users = _eval_users(split, config.eval_users, rng)
+    start = time.time()
+    base = _valid_metric(policy, split, val_users, config.seed)
+    history = [{"epoch": -1, "instances": float(len(kept)), **base, "elapsed_s": 0.0}]
+    best, best_state = base["NDCG@10"], copy.deepcopy(policy.state_dict())
+    opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    for epoch in range(config.epochs):
+        policy.train()
+        batches = length_bucketed_batches(lengths, config.batch_size, rng)
+        bar = tqdm(batches, desc=f"RPT epoch {epoch}", disable=not config.progress)
+        sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0}, 0
+        for idx in bar:
+            w = int(lengths[idx].max())
+            loss, parts = rpt_batch_loss(policy, reference, torch.from_numpy(inputs[idx, -w:]),
+                                         torch.from_numpy(targets[idx]), config, rng, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            for key in sums:
+                sums[key] += parts[key] * len(idx)
+            n += len(idx)
+            bar.set_postfix(reward=f"{parts['reward']:.3f}", kl=f"{parts['kl']:.4f}")
+            if config.time_budget_s and time.time() - start > config.time_budget_s:
+                break
+        log = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()},
+               **_valid_metric(policy, split, val_users, config.seed), "elapsed_s": time.time() - start}
+        history.append(log)
+        if config.progress:
+            tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
+        if log["NDCG@10"] > best:
+            best, best_state = log["NDCG@10"], copy.deepcopy(policy.state_dict())
+            if config.out is not None:
+                save_lares(policy, config.out, meta={"phase": "rpt", "epoch": epoch, "valid": log})
+        if config.time_budget_s and time.time() - start > config.time_budget_s:
+            break
+    policy.load_state_dict(best_state)
+    return policy.eval(), history
+
+
+def _load_split(args: argparse.Namespace) -> LeaveOneOutSplit:
+    if args.default_world:
+        from simulators.recsys.synthetic import make_synthetic
+
+        return leave_one_out(make_synthetic())
+    from simulators.recsys.loaders import load_dataset
+
+    return leave_one_out(load_dataset(args.data, format=args.format))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--default-world", action="store_true", help="the default synthetic world")
+    src.add_argument("--data", type=Path, help="dataset path (any format simulators.recsys.loaders reads)")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--phase", choices=("spt", "rpt", "both"), default="spt")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (SPT; RPT adds the suffix _rpt)")
+    p.add_argument("--init", type=Path, help="SPT checkpoint to start RPT from (phase rpt)")
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=SPTConfig.epochs)
+    p.add_argument("--rpt-epochs", type=int, default=RPTConfig.epochs)
+    p.add_argument("--time-budget", type=float, default=None, help="seconds of SPT (ends after that epoch)")
+    p.add_argument("--rpt-time-budget", type=float, default=None, help="seconds of RPT")
+    p.add_argument("--eval-users", type=int, default=2000)
+    p.add_argument("--half", action="store_true", help="store float16 weights (small shipped files)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=SPTConfig.patience)
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    split = _load_split(args)
+    if args.phase in ("spt", "both"):
+        spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users,
+                            seed=args.seed, patience=args.patience, out=args.out)  # best epoch saved as it goes
+        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len), spt_cfg)
+        save_lares(model, args.out, half=args.half,
+                   meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
+    else:
+        if args.init is None:
+            p.error("--phase rpt needs --init <SPT checkpoint>")
+        model = load_lares(args.init)
+    if args.phase in ("rpt", "both"):
+        rpt_cfg = RPTConfig(epochs=args.rpt_epochs, time_budget_s=args.rpt_time_budget, eval_users=args.eval_users,
+                            seed=args.seed)
+        rpt_model, hist = train_rpt(model, split, rpt_cfg)
+        out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
+        save_lares(rpt_model, out, half=args.half,
+                   meta={"phase": "rpt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""LARES benchmark on MovieLens-100K and Amazon Beauty: SASRec, LARES-SPT, LARES-SPT+RPT, reasoning depths.
+
+Leave-one-out, full ranking (every item ranked, the user's history masked), test targets of every
+user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over users
+(``scipy.stats.bootstrap``, 2,000 resamples). Rows:
+
+- SASRec: the recommendation world's checkpoint ``<ckpt_dir>/<key>/best.pt`` (``benchmarks.bench_sasrec``),
+  skipped when absent.
+- LARES-SPT / LARES-SPT+RPT: ``<ckpt_dir>/lares/<key>.pt`` / ``<key>_rpt.pt`` at the model's
+  evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
+- Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split,
+  one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
+  (p_stop = 1/4) and PPO halting agents trained on the validation targets (SB3; RLlib too when
+  ``--rllib``), with their mean reasoning steps.
+
+    nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from agents.lares_post_training import RPTConfig, SPTConfig, train_rpt, train_spt
+from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
+from simulators.recsys.lares import LARESConfig, dataset_digest, evaluate_ranks, load_lares, save_lares
+from simulators.recsys.loaders import load_dataset
+from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
+from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA = REPO_ROOT.parent / "shared" / "data"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
+ENV_ID = "recrail/LatentReasoning-v0"
+STEP_COST = 0.002
+ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap CI over users."""
+    values = np.asarray(values, dtype=float)
+    if np.ptp(values) == 0:
+        return float(values.mean()), float(values.mean()), float(values.mean())
+    res = stats.bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                          random_state=seed)
+    return float(values.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
+    r = torch.as_tensor(ranks)
+    out = {"policy": name, "users": len(ranks), "note": note}
+    for key, vals in (("NDCG@10", ndcg_at_k(r, 10).numpy()), ("Recall@10", recall_at_k(r, 10).numpy())):
+        out[key], out[f"{key}_lo"], out[f"{key}_hi"] = bootstrap_ci(vals)
+    out["steps"] = float(np.mean(steps)) if steps is not None else None
+    return out
+
+
+@torch.no_grad()
+def sasrec_ranks(path: Path, split: LeaveOneOutSplit, batch_size: int = 512) -> np.ndarray:
+    from simulators.recsys.sasrec import load_checkpoint
+
+    model = load_checkpoint(path).eval()
+    users = split.users("test")
+    out = []
+    for i in range(0, len(users), batch_size):
+        u = users[i:i + batch_size]
+        inputs, targets = split.batch("test", u, model.config.max_len)
+        out.append(target_ranks(model.score(inputs), targets, split.history_mask("test", u)))
+    return torch.cat(out).numpy()
+
+
+def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One episode per user (``env.num_envs`` at a time): final 0-based ranks and steps used."""
+    n = env.num_envs
+    ranks, steps = np.zeros(len(users), np.int64), np.zeros(len(users), np.int64)
+    rng = np.random.default_rng(seed)
+    for i in range(0, len(users), n):
+        chunk = users[i:i + n]
+        pinned = np.resize(chunk, n)  # the last chunk repeats users to fill the batch; extras ignored
+        obs, info = env.reset(seed=seed + i, options={"users": pinned})
+        done = np.zeros(n, dtype=bool)
+        r, k = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        while not done.all():
+            obs, _, term, trunc, info = env.step(np.where(done, STOP, act(obs, info["depth"], rng)))
+            ended = (term | trunc) & ~done
+            if ended.any():
+                r[ended], k[ended] = info["kpis"]["rank"][ended], info["kpis"]["steps"][ended]
+            done |= ended
+        ranks[i:i + len(chunk)], steps[i:i + len(chunk)] = r[: len(chunk)], k[: len(chunk)]
+    return ranks, steps
+
+
+def fixed_depth(k: int) -> ActFn:
+    return lambda obs, depth, rng: np.where(depth >= k, STOP, CONTINUE)
+
+
+def random_halting(p_stop: float = 0.25) -> ActFn:
+    return lambda obs, depth, rng: np.where(rng.random(len(depth)) < p_stop, STOP, CONTINUE)
+
+
+def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn:
+    from agents.train_sb3 import SB3TrainConfig, train_sb3
+
+    cfg = SB3TrainConfig(algo="ppo", timesteps=timesteps, seed=seed, n_envs=4, env_kwargs=env_kwargs,
+                         out_dir=out_dir, progress=False,
+                         hyperparams={"n_steps": 256, "batch_size": 256, "n_epochs": 5, "gamma": 1.0,
+                                      "learning_rate": 3e-4, "ent_coef": 0.01})
+    model = train_sb3(ENV_ID, cfg).model
+    return lambda obs, depth, rng: model.predict(obs, deterministic=True)[0]
+
+
+def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> ActFn:
+    from agents.train_rllib import RLlibTrainConfig, train_rllib
+
+    cfg = RLlibTrainConfig(algo="ppo", iterations=iterations, num_env_runners=1, env_kwargs=env_kwargs, seed=seed,
+                           out_dir=out_dir, progress=False,
+                           training={"train_batch_size_per_learner": 2000, "minibatch_size": 256, "num_epochs": 5,
+                                     "lr": 3e-4, "gamma": 1.0, "entropy_coeff": 0.01})
+    policy = train_rllib(ENV_ID, cfg)
+    module = policy.module
+    dist_cls = module.get_inference_action_dist_cls()
+
+    def act(obs: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        with torch.no_grad():
+            out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
+        return dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
+
+    return act
+
+
+def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_s: float) -> tuple[Path, Path]:
+    """SPT and RPT checkpoints of ``key`` (trained with bounded budgets when absent)."""
+    spt, rpt = ckpt_dir / "lares" / f"{key}.pt", ckpt_dir / "lares" / f"{key}_rpt.pt"
+    meta = {"data_sha256": dataset_digest(split.dataset)}
+    if not spt.is_file():
+        model, hist = train_spt(split, LARESConfig(n_items=split.n_items), SPTConfig(time_budget_s=budget_s))
+        save_lares(model, spt, meta={**meta, "phase": "spt", "history": hist})
+    if not rpt.is_file():
+        model, hist = train_rpt(load_lares(spt), split, RPTConfig(time_budget_s=budget_s / 3))
+        save_lares(model, rpt, meta={**meta, "phase": "rpt", "history": hist})
+    return spt, rpt
+
+
+def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
+                budget_s: float, max_env_users: int, seed: int = 0) -> dict:
+    data_path = DATA / DATASETS[key]
+    split = leave_one_out(load_dataset(data_path))
+    users = split.users("test")
+    spt_path, rpt_path = lares_checkpoints(key, split, ckpt_dir, budget_s)
+    rows, timings = [], {}
+    sasrec = ckpt_dir / key / "best.pt"
+    if sasrec.is_file():
+        rows.append(row("SASRec", sasrec_ranks(sasrec, split), note="max_len 50, recsys world checkpoint"))
+    for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
+        model = load_lares(path)
+        rows.append(row(name, evaluate_ranks(model, split, "test", model.config.eval_steps, seed=seed),
+                        np.full(len(users), model.config.eval_steps), note="depth 4"))
+    base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": STEP_COST, "max_depth": 12}
+    env = LatentReasoningVectorEnv(512, dict(base, split="test"))
+    policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
+    policies["random_halting"] = random_halting()
+    train_kwargs = {"config": dict(base, split="valid")}
+    t0 = time.perf_counter()
+    policies["PPO halting (SB3)"] = ppo_sb3(train_kwargs, ppo_timesteps, seed, out_dir / key / "sb3")
+    timings["sb3_train_s"] = time.perf_counter() - t0
+    if rllib_iterations:
+        t0 = time.perf_counter()
+        try:
+            policies["PPO halting (RLlib)"] = ppo_rllib(train_kwargs, rllib_iterations, seed, out_dir / key / "rllib")
+        except Exception as exc:  # report, do not lose the other rows
+            timings["rllib_error"] = repr(exc)[:300]
+        timings["rllib_train_s"] = time.perf_counter() - t0
+    env_users, note = users, "frozen SPT, env"
+    if len(users) > max_env_users:  # CPU budget: a fixed random subset of the test users
+        env_users = np.sort(np.random.default_rng(seed).choice(users, max_env_users, replace=False))
+        note += f", {max_env_users} random test users"
+    for name, act in policies.items():
+        t0 = time.perf_counter()
+        ranks, steps = halting_episodes(env, env_users, act, seed)
+        timings[f"eval_{name}_s"] = time.perf_counter() - t0
+        rows.append(row(name, ranks, steps, note=note))
+    return {"dataset": key, "data": split.dataset.summary(), "spt_meta": _history(spt_path),
+            "rpt_meta": _history(rpt_path), "rows": rows, "timings": timings}
+
+
+def _history(path: Path) -> list:
+    return load_lares(path).meta.get("history", [])
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["# LARES: full-ranking test results (leave-one-out, history masked, 95% bootstrap CIs over users)", ""]
+    for res in results:
+        lines += [f"## {res['dataset']} ({res['data']['users']} users, {res['data']['items']} items)", "",
+                  "| policy | NDCG@10 [95% CI] | Recall@10 [95% CI] | mean steps | note |", "|---|---|---|---|---|"]
+        for r in res["rows"]:
+            steps = "" if r["steps"] is None else f"{r['steps']:.2f}"
+            lines.append(f"| {r['policy']} | {r['NDCG@10']:.4f} [{r['NDCG@10_lo']:.4f}, {r['NDCG@10_hi']:.4f}] | "
+                         f"{r['Recall@10']:.4f} [{r['Recall@10_lo']:.4f}, {r['Recall@10_hi']:.4f}] | {steps} | {r['note']} |")
+        if res["timings"]:
+            lines += ["", f"timings: {json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in res['timings'].items()})}"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
+         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000) -> None:
+    """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``."""
+    torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
+    out_dir = Path(out_dir)
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
+    results = []
+    for key in only or list(DATASETS):
+        if not (DATA / DATASETS[key]).exists():
+            print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
+            continue
+        t0 = time.perf_counter()
+        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users)
+        res["timings"]["total_s"] = time.perf_counter() - t0
+        results.append(res)
+        print(markdown([res]), flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    previous = RESULTS / "lares.json"  # datasets not rerun (``only``) keep their last results
+    if previous.is_file():
+        done = {r["dataset"] for r in results}
+        kept = [r for r in json.loads(previous.read_text()) if r["dataset"] not in done]
+        results = sorted(kept + results, key=lambda r: list(DATASETS).index(r["dataset"]))
+    for folder in (out_dir, RESULTS):
+        (folder / "lares.md").write_text(markdown(results))
+        (folder / "lares.json").write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/lares"))
+    parser.add_argument("--ckpt-dir", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", choices=list(DATASETS))
+    parser.add_argument("--ppo-timesteps", type=int, default=10000)
+    parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
+    parser.add_argument("--max-env-users", type=int, default=3000, help="test users for the env-run policies")
+    parser.add_argument("--budget", type=float, default=1800.0, help="SPT seconds when a checkpoint is absent")
+    a = parser.parse_args()
+    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users)

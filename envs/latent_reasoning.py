@@ -1,0 +1,527 @@
+"""``recrail/LatentReasoning-v0``: decide how a LARES recommender reasons, one latent step at a time.
+
+World: a frozen LARES model (:mod:`simulators.recsys.lares`) and a leave-one-out split. Default: the
+synthetic default world (``SyntheticConfig()``, seed 0) with the shipped SPT weights
+``simulators/recsys/weights/lares_default.pt``; real data via ``data_path`` + ``checkpoint``.
+
+Episode: one user of the configured split ("valid" by default: inputs = training sequence, target =
+validation item; "test": inputs also include the validation item). ``reset`` picks a user uniformly
+with ``self.np_random`` (or ``options={"user": u}``, a user index with a target in the split;
+``options={"split": s}`` switches the split for that episode), runs the pre-block once, draws the
+initial reasoning state ``T_0 = 3 z`` (``z`` truncated normal, from ``self.np_random``) and applies
+the **first** reasoning step, so every episode has depth >= 1.
+
+Actions (``action_mode``):
+- ``"halt"``: ``Discrete(2)``; 0 = continue (apply one more reasoning step, reward ``-step_cost``),
+  1 = stop (the current ranking is final). Reaching ``max_depth`` ends the episode as
+  **truncated** (the ranking at ``max_depth`` is final and rewarded).
+- ``"residual"``: ``Box(-1, 1, (residual_dim,))``; the refinement ``residual_scale * a @ P``
+  (``P``: a fixed random ``[residual_dim, hidden]`` matrix with orthonormal rows, from
+  ``projection_seed``) is added to the last position's state, then one reasoning step is applied.
+  The episode **terminates** at depth ``residual_depth`` (the model's evaluation depth, 4).
+Actions outside the action space raise ``ValueError``.
+
+Observation: ``Box(float32, (hidden + 4,))`` =
+``[h (hidden values: the last position's latent state, a LayerNorm output),
+depth / horizon (in [0, 1]; horizon = max_depth or residual_depth),
+top score (the best non-history item's dot-product score),
+margin (top-1 minus top-2 score, >= 0),
+entropy (softmax entropy over non-history items / log(n_items), in [0, 1])]``.
+The bounds of h, top score and margin are derived from the model's weights (``ReasoningBatch.spaces``).
+
+Reward: on the final step, the final ranking's NDCG@k (``reward_metric="ndcg"``) or Recall@k of the
+held-out target over all items with the user's history masked (full ranking; k = 10; the target
+itself stays ranked even if it is in the history, as in ``metrics.target_ranks``). Halt mode
+adds ``-step_cost`` per continue. With ``shaping=True`` every reasoning step after the first also
+earns ``shaping_coef * (log p_t(target) - log p_{t-1}(target))`` (softmax over non-history items).
+
+``info``: ``depth`` and ``user`` every step; on the final step ``info["kpis"]`` =
+``{"NDCG@10", "Recall@10", "MRR", "rank", "steps"}`` (``rank`` is 0-based, ``steps`` = depth used).
+
+Speed: building the env sets torch to ``torch_threads`` (1) intra-op threads, because one user per
+call runs much faster single-threaded; pass ``torch_threads=None`` to keep torch's setting.
+
+:class:`LatentReasoningVectorEnv` steps many users in one torch call (the `vector_entry_point`);
+it follows gymnasium's next-step autoreset: the step after an episode ends resets that sub-env
+(its action is ignored, reward 0). Sub-env ``i`` seeded with ``seed + i`` reproduces the scalar env
+seeded with ``seed + i`` under the same actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from simulators.recsys.lares import DEFAULT_WEIGHTS, LARES, dataset_digest, load_lares, truncated_normal
+from simulators.recsys.split import STAGES, LeaveOneOutSplit, leave_one_out
+
+ACTION_MODES = ("halt", "residual")
+CONTINUE, STOP = 0, 1
+_NONE = np.zeros(0, dtype=np.int64)  # "no slots"
+_MASKED = -1e9  # finite score of history items: exp() underflows to 0 and 0 * fill stays 0
+
+
+@dataclass(frozen=True)
+class LatentReasoningConfig:
+    """Settings of :class:`LatentReasoningEnv` (see the module docstring)."""
+
+    action_mode: str = "halt"
+    step_cost: float = 0.002
+    max_depth: int = 12
+    residual_depth: int = 4
+    residual_dim: int = 8
+    residual_scale: float = 0.5
+    projection_seed: int = 0
+    reward_metric: str = "ndcg"
+    k: int = 10
+    shaping: bool = False
+    shaping_coef: float = 0.1
+    split: str = "valid"
+    data_path: str | None = None
+    data_format: str = "auto"
+    checkpoint: str | None = None
+    # torch intra-op threads set when the env is built (None: leave torch's setting). One user per
+    # call is far faster single-threaded: measured 41 ms vs 947 ms per step on the busy 2-core box.
+    torch_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(
+                    f"LatentReasoningConfig.{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}"
+                )
+
+        check("action_mode", self.action_mode in ACTION_MODES, f"one of {ACTION_MODES}")
+        check("step_cost", self.step_cost >= 0, "a float >= 0")
+        check("max_depth", isinstance(self.max_depth, int) and 1 <= self.max_depth <= 64, "an int in 1..64")
+        check("residual_depth", isinstance(self.residual_depth, int) and 2 <= self.residual_depth <= 64,
+              "an int in 2..64")
+        check("residual_dim", isinstance(self.residual_dim, int) and self.residual_dim >= 1, "an int >= 1")
+        check("residual_scale", self.residual_scale >= 0, "a float >= 0")
+        check("reward_metric", self.reward_metric in ("ndcg", "recall"), "'ndcg' or 'recall'")
+        check("k", isinstance(self.k, int) and self.k >= 1, "an int >= 1")
+        check("shaping_coef", self.shaping_coef >= 0, "a float >= 0")
+        check("split", self.split in STAGES, f"one of {STAGES}")
+        check("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
+        check("checkpoint", (self.data_path is None) == (self.checkpoint is None),
+              "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
+
+    @classmethod
+    def from_any(cls, config: LatentReasoningConfig | dict | None) -> LatentReasoningConfig:
+        """The config itself, the defaults (None), or a dict of fields (unknown keys rejected)."""
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a LatentReasoningConfig, a dict or None, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown LatentReasoningConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**config)
+
+
+@functools.lru_cache(maxsize=4)
+def load_reasoning_world(data_path: str | None, data_format: str, checkpoint: str | None
+                         ) -> tuple[LeaveOneOutSplit, LARES]:
+    """The split and the frozen LARES model of a config (cached: vector envs and re-makes share it)."""
+    if data_path is None:
+        from simulators.recsys.synthetic import SyntheticConfig, make_synthetic
+
+        dataset = make_synthetic(SyntheticConfig(), seed=0)
+        model = load_lares(DEFAULT_WEIGHTS)
+    else:
+        from simulators.recsys.loaders import load_dataset
+
+        dataset = load_dataset(data_path, data_format)
+        model = load_lares(checkpoint)
+    digest = model.meta.get("data_sha256")
+    if digest is not None and digest != dataset_digest(dataset):
+        raise ValueError(f"checkpoint {checkpoint or DEFAULT_WEIGHTS} was trained on other data (sha {digest}); "
+                         "retrain it: python -m agents.lares_post_training --help")
+    if model.config.n_items != dataset.n_items:
+        raise ValueError(
+            f"checkpoint has {model.config.n_items} items but dataset {dataset.name!r} has {dataset.n_items}; "
+            "the checkpoint was trained on another dataset"
+        )
+    return leave_one_out(dataset), model.requires_grad_(False).eval()
+
+
+class ReasoningBatch:
+    """Batched episode state of N slots and the one-torch-call transition shared by both envs."""
+
+    def __init__(self, config: LatentReasoningConfig, n: int) -> None:
+        self.config = config
+        if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.split, self.model = load_reasoning_world(config.data_path, config.data_format, config.checkpoint)
+        c = self.model.config
+        self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
+        self.horizon = config.max_depth if config.action_mode == "halt" else config.residual_depth
+        gauss = np.random.default_rng(config.projection_seed).standard_normal((c.hidden, config.residual_dim))
+        q, _ = np.linalg.qr(gauss)
+        self.projection = torch.from_numpy(q.T.astype(np.float32))  # [k, d], orthonormal rows
+        self.H = torch.zeros(n, self.L, self.d)
+        self.mask = torch.zeros(n, 1, self.L, self.L, dtype=torch.bool)
+        self.T = torch.zeros(n, self.L, self.d)
+        self.targets = torch.ones(n, dtype=torch.long)
+        # history items per slot as padded indices (0 = padding, itself excluded): scattering -inf
+        # into a few columns is far cheaper than a dense [n, n_items] mask
+        width = max(len(seq) for seq in self.split.dataset.sequences) + 1
+        self.history = torch.zeros(n, width, dtype=torch.long)
+        self.users = np.zeros(n, dtype=np.int64)
+        self.depth = np.zeros(n, dtype=np.int64)
+        self.rank = np.zeros(n, dtype=np.int64)
+        self.logp = np.zeros(n, dtype=np.float64)
+        self.obs = np.zeros((n, self.d + 4), dtype=np.float32)
+
+    @torch.no_grad()
+    def transition(self, cont: np.ndarray, residual: np.ndarray | None, begin: np.ndarray,
+                   begin_users: np.ndarray, begin_stage: str, begin_noise: np.ndarray) -> np.ndarray:
+        """One reasoning step for slots ``cont`` (plus their refinements) and the first step of new
+        episodes in slots ``begin``; returns the change of log p(target) of the ``cont`` slots."""
+        if len(begin):
+            inputs, targets = self.split.batch(begin_stage, begin_users, self.L)
+            H, mask = self.model.prepare(inputs)
+            self.H[begin], self.mask[begin], self.targets[begin] = H, mask, targets
+            hist = self.split.history_mask(begin_stage, begin_users)
+            rows, cols = hist.nonzero(as_tuple=True)  # row-major, so each row's items are contiguous
+            counts = hist.sum(1)
+            pos = torch.arange(len(rows)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+            ids = torch.zeros(len(begin), self.history.shape[1], dtype=torch.long)
+            ids[rows, pos] = cols
+            self.history[begin] = ids
+            self.T[begin] = self.model.config.init_scale * torch.from_numpy(begin_noise)
+            self.users[begin], self.depth[begin] = begin_users, 0
+        slots = np.sort(np.concatenate([cont, begin]))
+        if not len(slots):
+            return np.zeros(0)
+        whole = len(slots) == self.n  # every slot moves: work on the tensors without gather copies
+        sel = slice(None) if whole else torch.from_numpy(slots)
+        T = self.T if whole else self.T[sel]
+        if residual is not None and len(cont):
+            refine = torch.zeros(self.n, self.config.residual_dim)
+            refine[cont] = torch.from_numpy(residual).float()
+            T[:, -1] += self.config.residual_scale * refine[sel] @ self.projection
+        T = self.model.step(T, self.H[sel], self.mask[sel])
+        self.T[sel] = T
+        h = T[:, -1]
+        scores = self._masked_scores(h, sel)
+        top2 = scores.topk(2, dim=1).values
+        e = (scores - top2[:, :1]).exp_()  # softmax numerator, shifted by the max
+        z = e.sum(1)
+        mean_score = torch.bmm(e.unsqueeze(1), scores.unsqueeze(2)).view(-1) / z
+        lse = top2[:, 0] + z.log()
+        entropy = lse - mean_score
+        old = self.logp[cont].copy()
+        self.logp[slots] = (scores.gather(1, self.targets[sel, None]).squeeze(1) - lse).double().numpy()
+        self.depth[slots] += 1
+        obs = self.obs[slots]
+        obs[:, : self.d] = h.numpy()
+        obs[:, self.d] = self.depth[slots] / self.horizon
+        obs[:, self.d + 1] = top2[:, 0].numpy()
+        obs[:, self.d + 2] = (top2[:, 0] - top2[:, 1]).numpy()
+        obs[:, self.d + 3] = np.clip(entropy.numpy() / np.log(self.n_items), 0.0, 1.0)  # float round-off only
+        self.obs[slots] = obs
+        return self.logp[cont] - old
+
+    def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> torch.Tensor:
+        """Scores with the history masked; the target always stays ranked (as in ``metrics.target_ranks``)."""
+        scores = h @ self.model.item_embedding.weight.T
+        targets = self.targets[sel, None]
+        target = scores.gather(1, targets)
+        return scores.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target)
+
+    @torch.no_grad()
+    def finish(self, slots: np.ndarray) -> np.ndarray:
+        """Final 0-based rank of the target of each slot (full ranking, history masked); stored in ``rank``."""
+        if len(slots):
+            sel = torch.from_numpy(slots)
+            scores = self._masked_scores(self.T[sel][:, -1], sel)
+            target = scores.gather(1, self.targets[sel, None])
+            self.rank[slots] = ((scores >= target).sum(1) - 1).numpy()
+        return self.rank[slots]
+
+    def metric(self, slots: np.ndarray) -> np.ndarray:
+        """Terminal reward of ``slots``: NDCG@k or Recall@k of the current ranking."""
+        rank = self.finish(slots)
+        hit = rank < self.config.k
+        if self.config.reward_metric == "recall":
+            return hit.astype(np.float64)
+        return np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+
+    def kpis(self, i: int) -> dict[str, float]:
+        """KPIs of slot ``i``'s finished episode."""
+        r = int(self.rank[i])
+        return {"NDCG@10": float(1.0 / np.log2(r + 2.0)) if r < 10 else 0.0, "Recall@10": float(r < 10),
+                "MRR": 1.0 / (r + 1.0), "rank": float(r), "steps": float(self.depth[i])}
+
+    def spaces(self) -> tuple[spaces.Box, spaces.Space]:
+        """Observation and action space of one episode.
+
+        Bounds follow from the weights: the state is a LayerNorm output, so ``|h_i| <=
+        |gamma_i| sqrt(d - 1) + |beta_i|`` and ``|score| <= ||h|| max_j ||e_j||`` (1% slack for
+        float round-off).
+        """
+        ln = self.model.core_block[-1].ln2
+        gamma, beta = ln.weight.detach().abs().numpy(), ln.bias.detach().abs().numpy()
+        h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
+        norm_max = float(gamma.max() * np.sqrt(self.d) + np.linalg.norm(beta))
+        s_max = 1.01 * norm_max * float(self.model.item_embedding.weight.detach().norm(dim=1).max())
+        low = np.concatenate([-h_max, [0.0, -s_max, 0.0, 0.0]]).astype(np.float32)
+        high = np.concatenate([h_max, [1.0, s_max, 2 * s_max, 1.0]]).astype(np.float32)
+        obs_space = spaces.Box(low, high, dtype=np.float32)
+        if self.config.action_mode == "halt":
+            return obs_space, spaces.Discrete(2)
+        k = self.config.residual_dim
+        return obs_space, spaces.Box(-1.0, 1.0, (k,), dtype=np.float32)
+
+    def eligible_users(self, stage: str) -> np.ndarray:
+        return self.split.users(stage)
+
+    def check_user(self, stage: str, user: Any) -> int:
+        users = self.split.users(stage)
+        if not isinstance(user, (int, np.integer)) or int(user) not in set(users.tolist()):
+            raise ValueError(f"options['user'] = {user!r} is not a user index with a {stage!r} target "
+                             f"(ints in 0..{self.split.n_users - 1}, {len(users)} eligible)")
+        return int(user)
+
+    def check_stage(self, stage: Any) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"options['split'] = {stage!r} is invalid; allowed: {STAGES}")
+        return stage
+
+
+def _check_options(options: dict | None, allowed: set[str]) -> dict:
+    options = options or {}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown reset options {unknown}; allowed: {sorted(allowed)}")
+    return options
+
+
+class LatentReasoningEnv(gym.Env):
+    """One user per episode; each step applies one LARES reasoning step (see the module docstring)."""
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(self, config: LatentReasoningConfig | dict | None = None, render_mode: str | None = None) -> None:
+        self.config = LatentReasoningConfig.from_any(config)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode = {render_mode!r} is invalid; allowed: None or {self.metadata['render_modes']}"
+            )
+        self.render_mode = render_mode
+        self.batch = ReasoningBatch(self.config, 1)
+        self.observation_space, self.action_space = self.batch.spaces()
+        self._slot = np.zeros(1, dtype=np.int64)
+        self._done = True
+
+    @property
+    def world(self) -> tuple[LeaveOneOutSplit, LARES]:
+        """The split and the frozen LARES model."""
+        return self.batch.split, self.batch.model
+
+    @property
+    def depth(self) -> int:
+        """Reasoning steps applied so far in this episode."""
+        return int(self.batch.depth[0])
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = _check_options(options, {"split", "user"})
+        stage = self.batch.check_stage(options.get("split", self.config.split))
+        if "user" in options:
+            user = self.batch.check_user(stage, options["user"])
+        else:
+            users = self.batch.eligible_users(stage)
+            user = int(users[self.np_random.integers(len(users))])
+        noise = truncated_normal(self.np_random, (1, self.batch.L, self.batch.d))
+        self.batch.transition(_NONE, None, self._slot, np.array([user]), stage, noise)
+        self._done = False
+        return self.batch.obs[0].copy(), {"depth": 1, "user": user}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._done:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        b, cfg = self.batch, self.config
+        reward, terminated, truncated = 0.0, False, False
+        if cfg.action_mode == "halt":
+            a = _halt_actions(np.asarray(action).reshape(1), action)[0]
+            if a == STOP:
+                terminated = True
+            else:
+                delta = b.transition(self._slot, None, _NONE, _NONE, cfg.split, None)
+                reward -= cfg.step_cost
+                reward += cfg.shaping_coef * float(delta[0]) if cfg.shaping else 0.0
+                truncated = b.depth[0] >= cfg.max_depth
+        else:
+            residual = _residual_actions(np.asarray(action, dtype=np.float64).reshape(1, -1), cfg.residual_dim, action)
+            delta = b.transition(self._slot, residual, _NONE, _NONE, cfg.split, None)
+            reward += cfg.shaping_coef * float(delta[0]) if cfg.shaping else 0.0
+            terminated = b.depth[0] >= cfg.residual_depth
+        info: dict[str, Any] = {"depth": int(b.depth[0]), "user": int(b.users[0])}
+        if terminated or truncated:
+            reward += float(b.metric(self._slot)[0])
+            info["kpis"] = b.kpis(0)
+            self._done = True
+        return b.obs[0].copy(), float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> str | np.ndarray | None:
+        """"ansi": one status line; "rgb_array": the softmax of the top 20 items as bars (target red)."""
+        b = self.batch
+        if self.render_mode == "ansi":
+            rank = int(b.finish(self._slot)[0])
+            return (f"user {int(b.users[0])} depth {int(b.depth[0])}/{b.horizon} target rank {rank} "
+                    f"top score {b.obs[0, b.d + 1]:.3f} margin {b.obs[0, b.d + 2]:.3f} entropy {b.obs[0, b.d + 3]:.3f}")
+        if self.render_mode != "rgb_array":
+            return None
+        with torch.no_grad():
+            scores = b._masked_scores(b.T[:1, -1], slice(0, 1))[0]
+        top = torch.softmax(scores, 0).topk(20)
+        img = np.full((100, 200, 3), 255, dtype=np.uint8)
+        for j, (p, item) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            h = int(round(99 * p / max(top.values[0].item(), 1e-12)))
+            colour = (220, 40, 40) if item == int(b.targets[0]) else (60, 90, 200)
+            img[100 - h:, 10 * j + 1:10 * j + 9] = colour
+        return img
+
+
+def _halt_actions(a: np.ndarray, raw: Any) -> np.ndarray:
+    if a.dtype.kind not in "iub" or not np.isin(a, (CONTINUE, STOP)).all():
+        raise ValueError(f"halt actions must be 0 (continue) or 1 (stop), got {raw!r}")
+    return a.astype(np.int64)
+
+
+def _residual_actions(a: np.ndarray, k: int, raw: Any) -> np.ndarray:
+    if a.shape[-1] != k or not np.isfinite(a).all() or np.abs(a).max(initial=0.0) > 1.0:
+        raise ValueError(f"residual actions must be finite vectors of {k} values in [-1, 1], got {raw!r}")
+    return a.astype(np.float32)
+
+
+class LatentReasoningVectorEnv(VectorEnv):
+    """``num_envs`` LatentReasoning-v0 episodes advanced together in one torch call per step.
+
+    Next-step autoreset (``metadata["autoreset_mode"]``). ``reset(seed=s)`` seeds sub-env i with
+    ``s + i`` (a list seeds each one); ``options={"split": s}`` applies to all sub-envs until the
+    next reset, ``options={"users": [...]}`` pins the first episode of each sub-env.
+    ``infos["kpis"]`` holds per-KPI arrays, valid where ``infos["_kpis"]`` is True.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 1, config: LatentReasoningConfig | dict | None = None,
+                 render_mode: str | None = None, **kwargs: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs = {num_envs!r} is invalid; allowed: an int >= 1")
+        if render_mode is not None:
+            raise ValueError(f"render_mode = {render_mode!r} is invalid; the vector env does not render")
+        if kwargs:  # gym.make_vec passes env kwargs flat; accept them as config fields
+            config = {**(dataclasses.asdict(LatentReasoningConfig.from_any(config))), **kwargs}
+        self.config = LatentReasoningConfig.from_any(config)
+        self.num_envs = int(num_envs)
+        self.render_mode = None
+        self.batch = ReasoningBatch(self.config, self.num_envs)
+        self.single_observation_space, self.single_action_space = self.batch.spaces()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self._stage = self.config.split
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._started = False
+
+    def _begin_args(self, slots: np.ndarray, users: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        eligible = self.batch.eligible_users(self._stage)
+        chosen, noises = np.empty(len(slots), dtype=np.int64), []
+        for j, i in enumerate(slots):
+            rng = self._rngs[i]
+            chosen[j] = eligible[rng.integers(len(eligible))] if users is None else users[j]
+            noises.append(truncated_normal(rng, (1, self.batch.L, self.batch.d)))
+        noise = np.concatenate(noises) if noises else np.zeros((0, self.batch.L, self.batch.d), np.float32)
+        return chosen, noise
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None
+              ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
+        options = _check_options(options, {"split", "users"})
+        if seed is None:
+            seeds: list[int | None] = [None] * self.num_envs
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"seed list must have num_envs = {self.num_envs} entries, got {len(seeds)}")
+        for i, s in enumerate(seeds):
+            if s is not None:  # an unseeded reset continues each sub-env's generator
+                self._rngs[i] = seeding.np_random(s)[0]
+        self._stage = self.batch.check_stage(options.get("split", self.config.split))
+        users = None
+        if "users" in options:
+            users = np.array([self.batch.check_user(self._stage, u) for u in np.asarray(options["users"]).tolist()])
+            if len(users) != self.num_envs:
+                raise ValueError(f"options['users'] must have num_envs = {self.num_envs} entries, got {len(users)}")
+        slots = np.arange(self.num_envs)
+        chosen, noise = self._begin_args(slots, users)
+        self.batch.transition(_NONE, None, slots, chosen, self._stage, noise)
+        self._autoreset[:] = False
+        self._started = True
+        return self.batch.obs.copy(), {"depth": self.batch.depth.copy(), "user": self.batch.users.copy()}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if not self._started:
+            raise RuntimeError("step() called before reset()")
+        b, cfg, n = self.batch, self.config, self.num_envs
+        begin = np.flatnonzero(self._autoreset)
+        live = ~self._autoreset
+        rewards = np.zeros(n, dtype=np.float64)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        if cfg.action_mode == "halt":
+            a = np.asarray(actions)
+            if a.shape != (n,):
+                raise ValueError(f"actions must have shape ({n},), got {a.shape}")
+            a = _halt_actions(a, actions)
+            cont = np.flatnonzero(live & (a == CONTINUE))
+            terminated[live & (a == STOP)] = True
+            residual = None
+        else:
+            a = np.asarray(actions, dtype=np.float64)
+            if a.shape != (n, cfg.residual_dim):
+                raise ValueError(f"actions must have shape ({n}, {cfg.residual_dim}), got {a.shape}")
+            a = _residual_actions(a, cfg.residual_dim, actions)
+            cont = np.flatnonzero(live)
+            residual = a[cont]
+        chosen, noise = self._begin_args(begin, None)
+        delta = b.transition(cont, residual, begin, chosen, self._stage, noise)
+        if cfg.action_mode == "halt":
+            rewards[cont] -= cfg.step_cost
+            truncated[cont] = b.depth[cont] >= cfg.max_depth
+        else:
+            terminated[cont] = b.depth[cont] >= cfg.residual_depth
+        if cfg.shaping:
+            rewards[cont] += cfg.shaping_coef * delta
+        ended = np.flatnonzero(terminated | truncated)
+        rewards[ended] += b.metric(ended)
+        infos: dict[str, Any] = {"depth": b.depth.copy(), "user": b.users.copy()}
+        if len(ended):
+            keys = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
+            kp = {key: np.zeros(n) for key in keys}
+            for i in ended:
+                for key, v in b.kpis(int(i)).items():
+                    kp[key][i] = v
+            infos["kpis"] = kp
+            infos["_kpis"] = terminated | truncated
+        self._autoreset = terminated | truncated
+        return b.obs.copy(), rewards, terminated, truncated, infos

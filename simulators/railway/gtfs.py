@@ -1,0 +1,297 @@
+"""Build a railway scenario from a GTFS feed (a folder or a .zip) around one hub station.
+
+Given the hub's stop name and a service date, the importer keeps the rail-like routes (GTFS
+``route_type`` tram 0, subway 1, rail 2, monorail 12 and the extended 100-199, 400-499, 900-999
+types, or the types you pass) whose trips on that date call at the hub and continue beyond it.
+Trips are grouped into routes by ``(route_id, direction_id)``; a route's stops are the downstream
+part of its longest stopping pattern, its express stops those of its shortest pattern (when that
+is a sub-pattern), its timetable the hub departures inside the episode window (``frequencies.txt``
+trips are expanded), and section running times the median over trips. Stations are stop names
+(platforms share their station's name). Demand comes from a profile scaled to the timetable or
+from a demand CSV (see :mod:`simulators.railway.demand`).
+
+Errors name what is wrong: a missing file, a hub stop that is not in the feed (with close
+matches), a date without service (with the calendar's range), no trips through the hub.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import zipfile
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simulators.railway.demand import parse_clock, read_demand_csv
+from simulators.railway.network import ALL_STOPS, Network, Route, Section, Station, compile_network
+from simulators.railway.scenario import Demand, Disruption, Fleet, Scenario
+
+RAIL_ROUTE_TYPES = frozenset({0, 1, 2, 12, *range(100, 200), *range(400, 500), *range(900, 1000)})
+REQUIRED = ("stops", "routes", "trips", "stop_times")
+OPTIONAL = ("calendar", "calendar_dates", "frequencies")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def read_feed(feed: Path | str) -> dict[str, pd.DataFrame]:
+    """The feed's tables (all columns as strings) from a folder or a .zip (files may sit in a subfolder)."""
+    feed = Path(feed)
+    if not feed.exists():
+        raise ValueError(f"GTFS feed {feed} does not exist (give a folder or a .zip)")
+    raw: dict[str, bytes | Path] = {}
+    if feed.is_dir():
+        for name in (*REQUIRED, *OPTIONAL):
+            if (feed / f"{name}.txt").is_file():
+                raw[name] = feed / f"{name}.txt"
+    elif zipfile.is_zipfile(feed):
+        with zipfile.ZipFile(feed) as archive:
+            for member in archive.namelist():
+                name = Path(member).name.removesuffix(".txt")
+                if member.endswith(".txt") and name in (*REQUIRED, *OPTIONAL) and name not in raw:
+                    raw[name] = archive.read(member)
+    else:
+        raise ValueError(f"GTFS feed {feed} is neither a folder nor a .zip file")
+    missing = [f"{n}.txt" for n in REQUIRED if n not in raw]
+    if missing:
+        raise ValueError(f"GTFS feed {feed} lacks {', '.join(missing)}")
+    if "calendar" not in raw and "calendar_dates" not in raw:
+        raise ValueError(f"GTFS feed {feed} has neither calendar.txt nor calendar_dates.txt")
+    tables = {}
+    for name, source in raw.items():
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        table = pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        tables[name] = table.rename(columns=lambda c: c.strip())
+    return tables
+
+
+def _parse_date(value: date | str) -> date:
+    if isinstance(value, date):
+        return value
+    for fmt in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(str(value), fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"service date {value!r} is not YYYYMMDD or YYYY-MM-DD")
+
+
+def active_services(tables: dict[str, pd.DataFrame], day: date) -> set[str]:
+    """Service ids running on ``day`` (calendar.txt plus calendar_dates.txt exceptions)."""
+    stamp = day.strftime("%Y%m%d")
+    services: set[str] = set()
+    covered: list[str] = []
+    cal = tables.get("calendar")
+    if cal is not None and len(cal):
+        covered += [cal["start_date"].min(), cal["end_date"].max()]
+        runs = (cal["start_date"] <= stamp) & (cal["end_date"] >= stamp) & (cal[WEEKDAYS[day.weekday()]] == "1")
+        services |= set(cal.loc[runs, "service_id"])
+    dates = tables.get("calendar_dates")
+    if dates is not None and len(dates):
+        covered += [dates["date"].min(), dates["date"].max()]
+        today = dates[dates["date"] == stamp]
+        services |= set(today.loc[today["exception_type"] == "1", "service_id"])
+        services -= set(today.loc[today["exception_type"] == "2", "service_id"])
+    if not services:
+        span = f"{min(covered)} to {max(covered)}" if covered else "no dates at all"
+        raise ValueError(f"no service runs on {stamp} in this feed; its calendar covers {span}")
+    return services
+
+
+def _station_names(stops: pd.DataFrame) -> dict[str, str]:
+    """stop_id -> station name (a platform takes its parent station's name)."""
+    name = dict(zip(stops["stop_id"], stops["stop_name"].str.strip()))
+    parent = dict(zip(stops["stop_id"], stops.get("parent_station", pd.Series([""] * len(stops)))))
+    return {sid: name.get(parent[sid], name[sid]) if parent[sid] else name[sid] for sid in stops["stop_id"]}
+
+
+def _hub_name(stops: pd.DataFrame, hub: str) -> str:
+    names = sorted(set(stops["stop_name"].str.strip()))
+    for name in names:
+        if name.lower() == hub.strip().lower():
+            return name
+    close = difflib.get_close_matches(hub, names, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"hub stop {hub!r} is not a stop name of the feed{hint}")
+
+
+def _expand_frequencies(trip_first: dict[str, float], tables: dict[str, pd.DataFrame]) -> dict[str, list[float]]:
+    """trip_id -> start offsets (minutes, added to the trip's stop times) of each run."""
+    runs = {trip: [0.0] for trip in trip_first}
+    freq = tables.get("frequencies")
+    if freq is None or not len(freq):
+        return runs
+    for trip, group in freq.groupby("trip_id"):
+        if trip not in trip_first:
+            continue
+        starts = []
+        for row in group.itertuples():
+            begin, end, step = parse_clock(row.start_time), parse_clock(row.end_time), int(row.headway_secs) / 60.0
+            starts += list(np.arange(begin, end, step) - trip_first[trip])
+        runs[trip] = starts
+    return runs
+
+
+def load_gtfs_scenario(
+    feed: Path | str,
+    hub_stop_name: str,
+    service_date: date | str,
+    *,
+    start_time: str = "06:00",
+    horizon_min: int = 720,
+    route_types: Collection[int] | None = None,
+    closed_section: tuple[str, str] | None = None,
+    fleet: Fleet | None = None,
+    demand: Demand | None = None,
+    demand_csv: Path | str | None = None,
+    passengers_per_departure: float = 150.0,
+    hub_capacity: int = 4000,
+    hub_crowd_threshold: int = 1500,
+    headway_min: float = 3.0,
+    turnaround_min: float = 6.0,
+) -> Scenario:
+    """A :class:`Scenario` from a GTFS feed around ``hub_stop_name`` on ``service_date``.
+
+    ``closed_section`` defaults to the third section of the busiest route (the second when it has
+    only three stops, the first when it has two) so that short-turns are possible; ``fleet``
+    defaults to half the units the timetable needs at the hub, 30% stranded, the rest at the depot.
+    """
+    tables = read_feed(feed)
+    day = _parse_date(service_date)
+    services = active_services(tables, day)
+    stops = tables["stops"]
+    hub = _hub_name(stops, hub_stop_name)
+    station_of = _station_names(stops)
+    types = RAIL_ROUTE_TYPES if route_types is None else frozenset(route_types)
+    routes = tables["routes"]
+    routes = routes[routes["route_type"].astype(int).isin(types)]
+    trips = tables["trips"]
+    trips = trips[trips["service_id"].isin(services) & trips["route_id"].isin(routes["route_id"])]
+    if "direction_id" not in trips.columns:
+        trips = trips.assign(direction_id="0")
+    start_of_day = int(parse_clock(start_time))
+
+    st = tables["stop_times"]
+    st = st[st["trip_id"].isin(trips["trip_id"])].copy()
+    st["seq"] = st["stop_sequence"].astype(int)
+    st["station"] = st["stop_id"].map(station_of)
+    st["arr"] = st["arrival_time"].where(st["arrival_time"] != "", st["departure_time"]).map(_clock_or_nan)
+    st["dep"] = st["departure_time"].where(st["departure_time"] != "", st["arrival_time"]).map(_clock_or_nan)
+    st = st.sort_values(["trip_id", "seq"])
+
+    route_key = dict(zip(trips["trip_id"], zip(trips["route_id"], trips["direction_id"])))
+    patterns: dict[tuple[str, str], list[tuple[tuple[str, ...], list[float], list[float], float]]] = {}
+    for trip, group in st.groupby("trip_id", sort=False):
+        stations = group["station"].tolist()
+        if hub not in stations[:-1]:
+            continue
+        i = stations.index(hub)
+        down = tuple(stations[i:])
+        if len(set(down)) != len(down) or np.isnan(group["dep"].iloc[i]):
+            continue
+        patterns.setdefault(route_key[trip], []).append(
+            (down, group["arr"].tolist()[i:], group["dep"].tolist()[i:], trip)
+        )
+    if not patterns:
+        raise ValueError(
+            f"no trips of route types {sorted(types)[:6]}... call at hub {hub!r} and continue beyond it on {day:%Y%m%d}"
+        )
+
+    trip_first = {p[3]: p[2][0] for runs in patterns.values() for p in runs}
+    offsets = _expand_frequencies(trip_first, tables)
+    route_names = dict(zip(routes["route_id"], routes.get("route_short_name", routes["route_id"])))
+    long_names = dict(zip(routes["route_id"], routes.get("route_long_name", routes["route_id"])))
+    run_samples: dict[frozenset[str], list[float]] = {}
+    built: list[Route] = []
+    for (route_id, direction), runs in sorted(patterns.items()):
+        counts = Counter(p[0] for p in runs)
+        base = max(counts, key=lambda s: (len(s), counts[s]))
+        shortest = min(counts, key=lambda s: (len(s), -counts[s]))
+        express = tuple(s for s in shortest[1:] if s in base) if set(shortest) < set(base) else ()
+        departures = sorted(
+            p[2][0] + off - start_of_day for p in runs for off in offsets[p[3]]
+            if 0 <= p[2][0] + off - start_of_day <= horizon_min
+        )
+        for stations, arr, dep, _ in runs:
+            for a, b, t_dep, t_arr in zip(stations, stations[1:], dep, arr[1:]):
+                if not (np.isnan(t_dep) or np.isnan(t_arr)):
+                    run_samples.setdefault(frozenset((a, b)), []).append(t_arr - t_dep)
+        name = (route_names.get(route_id) or long_names.get(route_id) or route_id).strip()
+        built.append(Route(
+            name=f"{name} > {base[-1]}",
+            stops=base,
+            departures=tuple(departures),
+            dest_weights=tuple(1.0 for _ in base[1:]),
+            express=express if express and set(express) != set(base[1:]) else (),
+            base_demand_per_min=passengers_per_departure * len(departures) / horizon_min,
+            turnaround_min=turnaround_min,
+        ))
+    built = _unique_names(built)
+    sections, seen = [], set()
+    for route in built:
+        for a, b in zip(route.stops, route.stops[1:]):
+            key = frozenset((a, b))
+            if key not in seen:
+                seen.add(key)
+                samples = run_samples.get(key, [])
+                sections.append(Section(a, b, max(0.5, float(np.median(samples))) if samples else 2.0, headway_min))
+    names = sorted({s for r in built for s in r.stops} - {hub})
+    stations = (Station(hub, capacity=hub_capacity, crowd_threshold=hub_crowd_threshold), *(Station(n) for n in names))
+    network = Network(hub=hub, stations=stations, sections=tuple(sections), routes=tuple(built))
+
+    busiest = max(built, key=lambda r: len(r.departures))
+    if closed_section is None:
+        k = min(2, len(busiest.stops) - 2)
+        closed_section = (busiest.stops[k], busiest.stops[k + 1])
+    if fleet is None:
+        fleet = _default_fleet(network)
+    scenario = Scenario(
+        network=network,
+        disruption=Disruption(closed_sections=(tuple(closed_section),), start_min=min(30.0, horizon_min / 4)),
+        fleet=fleet,
+        demand=demand or Demand(),
+        horizon_min=horizon_min,
+        start_of_day_min=start_of_day,
+        name=f"gtfs:{Path(feed).name}@{hub}",
+    )
+    if demand_csv is not None:
+        rates = read_demand_csv(demand_csv, network, start_of_day, horizon_min)
+        scenario = replace(scenario, demand=replace(scenario.demand, rates=rates))
+    return scenario
+
+
+def _clock_or_nan(value: str) -> float:
+    return parse_clock(value) if value.strip() else float("nan")
+
+
+def _unique_names(routes: list[Route]) -> list[Route]:
+    counts = Counter(r.name for r in routes)
+    seen: Counter[str] = Counter()
+    out = []
+    for r in routes:
+        if counts[r.name] > 1:
+            seen[r.name] += 1
+            r = replace(r, name=f"{r.name} #{seen[r.name]}")
+        out.append(r)
+    return out
+
+
+def _default_fleet(network: Network) -> Fleet:
+    compiled = compile_network(network, ())
+    needed = 0
+    for r, route in enumerate(network.routes):
+        deps = np.asarray(route.departures)
+        if deps.size >= 2:
+            headway = float(np.median(np.diff(deps)))
+            cycle = compiled.patterns[0][r][ALL_STOPS].round_trip_min
+            needed += route.timetable_consist * int(np.ceil(cycle / max(headway, 1.0)))
+        elif deps.size == 1:
+            needed += route.timetable_consist
+    needed = max(needed, 2)
+    at_hub = max(1, needed // 2)
+    stranded = int(round(0.3 * needed))
+    return Fleet(units_at_hub=at_hub, units_stranded=stranded, depot_units=max(0, needed - at_hub - stranded))

@@ -1,0 +1,332 @@
+"""SASRec (Kang & McAuley, ICDM'18): a causal self-attention next-item model, trained with full
+softmax cross-entropy over all items.
+
+Model: item embedding (shared with the output layer, ``padding_idx=0``) scaled by sqrt(d) plus a
+learned position embedding over the last ``max_len`` items (left-padded input), dropout, then
+``n_layers`` pre-LayerNorm blocks (causal multi-head attention + position-wise GELU feed-forward,
+residuals, padding positions zeroed after each block), a final LayerNorm. The hidden state at
+position t scores every item by a dot product with its embedding; the next-item distribution is
+the softmax over items 1..n_items (the padding column scores -inf).
+
+Training: every non-padding position of a user's training sequence predicts the next item (cross-
+entropy over all items, computed only where the target is not padding), AdamW, one window of the
+last ``max_len + 1`` training items per user per epoch; early stopping on validation NDCG@10
+(full ranking, history masked) with the best weights restored; optional wall-clock cap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .dataset import InteractionDataset
+from .metrics import evaluate_full_ranking
+from .split import LeaveOneOutSplit, leave_one_out
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Architecture. ``n_items`` excludes padding (embedding table has n_items + 1 rows)."""
+
+    n_items: int
+    hidden: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    inner: int = 256
+    max_len: int = 50
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "hidden", "n_layers", "n_heads", "inner", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SASRecConfig.{name} = {getattr(self, name)!r}; allowed: an int >= 1")
+        if self.hidden % self.n_heads:
+            raise ValueError(f"SASRecConfig.hidden = {self.hidden} must be divisible by n_heads = {self.n_heads}")
+        for name in ("dropout", "attn_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"SASRecConfig.{name} = {getattr(self, name)!r}; allowed: a float in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and early stopping. ``max_minutes`` caps wall-clock time (None = no cap)."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    eval_every: int = 1
+    eval_batch_size: int = 1024
+    max_minutes: float | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}; allowed: an int >= 1")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.lr = {self.lr} must be > 0 and weight_decay = {self.weight_decay} >= 0")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"TrainConfig.max_minutes = {self.max_minutes}; allowed: None or a float > 0")
+
+
+def trim_padding(input_ids: torch.Tensor) -> torch.Tensor:
+    """Drop leading columns that are padding in every row (positions are counted from the right,
+    so the result encodes identically and much faster for short sequences)."""
+    filled = (input_ids > 0).any(dim=0)
+    first = int(filled.int().argmax()) if bool(filled.any()) else input_ids.shape[1] - 1
+    return input_ids[:, first:]
+
+
+class _Block(nn.Module):
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.attn_dropout = cfg.attn_dropout
+        self.norm1 = nn.LayerNorm(cfg.hidden)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.norm2 = nn.LayerNorm(cfg.hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.inner), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.inner, cfg.hidden)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.n_heads, d // self.n_heads).unbind(2)
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            attn_mask=attn_mask, dropout_p=self.attn_dropout if self.training else 0.0,
+        )
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    """Self-attentive sequential recommender (see the module docstring)."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.n_items + 1, config.hidden, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.hidden)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.hidden)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _check(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be LongTensor[B, L], got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_len:  # keep the most recent items
+            input_ids = input_ids[:, -self.config.max_len:]
+        return input_ids.long()
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states FloatTensor[B, L, hidden] for left-padded ``input_ids`` LongTensor[B, L]."""
+        input_ids = self._check(input_ids)
+        b, length = input_ids.shape
+        keep = (input_ids > 0).unsqueeze(-1)
+        pos = torch.arange(self.config.max_len - length, self.config.max_len, device=input_ids.device)
+        x = self.item_embedding(input_ids) * math.sqrt(self.config.hidden) + self.position_embedding(pos)
+        x = self.emb_dropout(x) * keep
+        # causal, and padding keys hidden; each position may always see itself (no empty rows)
+        causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+        mask = (causal & keep.transpose(1, 2)) | torch.eye(length, dtype=torch.bool, device=input_ids.device)
+        mask = mask.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, mask) * keep
+        return self.final_norm(x)
+
+    def last_hidden(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """FloatTensor[B, hidden]: the state after the most recent item (inputs are left-padded)."""
+        return self.encode(trim_padding(self._check(input_ids)))[:, -1]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores [..., n_items + 1] of hidden states against all items; padding column = -inf."""
+        scores = hidden @ self.item_embedding.weight.T
+        scores[..., 0] = float("-inf")
+        return scores
+
+    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """FloatTensor[B, n_items + 1]: next-item scores (logits) for each sequence."""
+        return self.logits(self.last_hidden(input_ids))
+
+    def next_item_probs(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """FloatTensor[B, n_items + 1]: softmax next-item distribution (column 0 = 0)."""
+        return torch.softmax(self.score(input_ids), dim=-1)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean full-softmax cross-entropy over the positions whose target is not padding."""
+        hidden = self.encode(inputs)
+        sel = targets > 0
+        # score against items 1..n only: avoids an in-place -inf on a graph tensor (a full copy)
+        logits = hidden[sel] @ self.item_embedding.weight[1:].T
+        return F.cross_entropy(logits, targets[sel] - 1)
+
+
+def save_checkpoint(model: SASRec, path: str | Path, meta: dict | None = None, half: bool = False) -> Path:
+    """Write config, weights and ``meta`` (e.g. dataset name, metrics) to ``path`` (a ``.pt`` file).
+
+    ``half`` stores the weights as float16 (half the size; loaded back as float32).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(
+        {"version": CHECKPOINT_VERSION, "config": asdict(model.config), "state_dict": state, "meta": meta or {}},
+        path,
+    )
+    return path
+
+
+def load_checkpoint(path: str | Path) -> SASRec:
+    """Rebuild a :class:`SASRec` from :func:`save_checkpoint` output; ``model.meta`` holds its meta."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SASRec checkpoint {path} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is not a recrail SASRec checkpoint (version {CHECKPOINT_VERSION})")
+    model = SASRec(SASRecConfig(**blob["config"]))
+    model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    model.meta = blob["meta"]
+    model.eval()
+    return model
+
+
+def evaluate_sasrec(model: SASRec, split: LeaveOneOutSplit, stage: str = "test", batch_size: int = 1024,
+                    users: np.ndarray | None = None) -> dict[str, float]:
+    """Full-ranking Recall/NDCG@{5,10,20} and MRR of ``model`` on ``stage`` (history masked)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_full_ranking(model.score, split, stage, model.config.max_len, batch_size=batch_size,
+                                     users=users)
+    finally:
+        model.train(was_training)
+
+
+def _length_batches(users: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Batches of users with similar window lengths (random tie order, random batch order), so
+    that trimming padding saves most of the work on short-sequence data."""
+    order = np.lexsort((rng.random(len(users)), lengths))
+    batches = [users[order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+    for b in rng.permutation(len(batches)):
+        yield batches[b]
+
+
+def train_sasrec(
+    data: InteractionDataset | LeaveOneOutSplit,
+    config: SASRecConfig | None = None,
+    train: TrainConfig = TrainConfig(),
+    out_dir: str | Path | None = None,
+    log: Callable[[dict], None] | None = None,
+) -> SASRec:
+    """Train SASRec on the training sequences of a leave-one-out split, early-stopping on valid NDCG@10.
+
+    ``config`` defaults to ``SASRecConfig(n_items=dataset.n_items)``. With ``out_dir``, the best
+    model is saved to ``out_dir/best.pt`` whenever validation improves and the per-epoch log to
+    ``out_dir/log.json``. ``log`` receives each epoch's record. Returns the best model (eval mode)
+    with ``model.meta`` = training summary (best epoch, valid and test metrics, speed).
+    """
+    split = data if isinstance(data, LeaveOneOutSplit) else leave_one_out(data)
+    config = config or SASRecConfig(n_items=split.n_items)
+    if config.n_items != split.n_items:
+        raise ValueError(f"SASRecConfig.n_items = {config.n_items} but the dataset has {split.n_items} items")
+    torch.manual_seed(train.seed)
+    rng = np.random.default_rng(train.seed)
+    model = SASRec(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    users = split.users("train")
+    lengths = np.array([min(len(split.train_sequence(int(u))) - 1, config.max_len) for u in users])
+    if len(users) == 0:
+        raise ValueError("no user has a training sequence of length >= 2 (sequences need >= 4 items)")
+    out = Path(out_dir) if out_dir is not None else None
+    best_ndcg, best_epoch, best_state, bad = -1.0, 0, None, 0
+    history: list[dict] = []
+    train_seconds, train_items = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(range(1, train.epochs + 1), desc="SASRec", disable=not train.progress, unit="epoch")
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        total, n_batches = 0.0, 0
+        for batch in _length_batches(users, lengths, train.batch_size, rng):
+            inputs, targets = split.train_windows(batch, config.max_len)
+            inputs = trim_padding(inputs)
+            targets = targets[:, -inputs.shape[1]:]
+            loss = model.loss(inputs, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            n_batches += 1
+            train_items += int((targets > 0).sum())
+        train_seconds += time.perf_counter() - t0
+        record = {"epoch": epoch, "loss": total / n_batches, "epoch_seconds": time.perf_counter() - t0}
+        timed_out = train.max_minutes is not None and time.perf_counter() - start > 60 * train.max_minutes
+        if epoch % train.eval_every == 0 or epoch == train.epochs or timed_out:
+            valid = evaluate_sasrec(model, split, "valid", train.eval_batch_size)
+            record.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
+            if valid["NDCG@10"] > best_ndcg:
+                best_ndcg, best_epoch, bad = valid["NDCG@10"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if out is not None:
+                    save_checkpoint(model, out / "best.pt", {"epoch": epoch, "valid": valid, "dataset": split.dataset.name})
+            else:
+                bad += 1
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg10=f"{best_ndcg:.4f}", best=best_epoch)
+        if log is not None:
+            log(record)
+        if out is not None:
+            (out / "log.json").write_text(json.dumps(history, indent=1))
+        if bad >= train.patience or timed_out:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    valid = evaluate_sasrec(model, split, "valid", train.eval_batch_size)
+    test = evaluate_sasrec(model, split, "test", train.eval_batch_size)
+    model.meta = {
+        "dataset": split.dataset.name,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "valid": valid,
+        "test": test,
+        "train_seconds": train_seconds,
+        "epochs_per_second": len(history) / train_seconds,
+        "items_per_second": train_items / train_seconds,
+        "train_config": asdict(train),
+        "history": history,
+    }
+    if out is not None:
+        save_checkpoint(model, out / "best.pt", model.meta)
+    return model

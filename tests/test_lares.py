@@ -1,0 +1,170 @@
+"""LARES model: shapes, causality, the step sampler, SPT losses, GRPO math, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.lares_post_training import same_target_partners, training_windows
+from simulators.recsys.lares import (
+    LARES,
+    LARESConfig,
+    grpo_loss,
+    group_advantages,
+    kl_k3,
+    load_lares,
+    sample_steps,
+    save_lares,
+    spt_loss,
+    truncated_normal,
+)
+from simulators.recsys.split import leave_one_out
+from simulators.recsys.synthetic import SyntheticConfig, make_synthetic
+
+TINY = dict(n_items=30, max_len=8, hidden=16, n_heads=2, ffn=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_split():
+    return leave_one_out(make_synthetic(SyntheticConfig(n_users=60, n_items=30, mean_len=10, max_len=20), seed=1))
+
+
+def _inputs(rows: int = 4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, 31, (rows, 8), generator=g)
+    x[0, :3] = 0  # left padding
+    return x
+
+
+def test_shapes_and_per_step_states():
+    model = LARES(LARESConfig(**TINY)).eval()
+    x = _inputs()
+    H, mask = model.prepare(x)
+    assert H.shape == (4, 8, 16) and mask.shape == (4, 1, 8, 8)
+    states = model.reason(H, mask, 5, model.initial_state(H, generator=torch.Generator().manual_seed(0)))
+    assert len(states) == 5 and all(s.shape == (4, 8, 16) for s in states)
+    assert model.score(states[-1]).shape == (4, 31)
+    assert model(x, 3, generator=torch.Generator().manual_seed(0)).shape == (4, 31)
+    assert not torch.allclose(states[0], states[1])  # every step refines the state
+
+
+def test_causal_mask_future_items_do_not_change_earlier_states():
+    model = LARES(LARESConfig(**TINY)).eval()
+    x = _inputs()
+    y = x.clone()
+    y[:, 5:] = (y[:, 5:] % 30) + 1  # change positions 5..7 only
+    noise = truncated_normal(np.random.default_rng(0), (4, 8, 16))
+    outs = []
+    for ids in (x, y):
+        H, mask = model.prepare(ids)
+        outs.append(model.reason(H, mask, 4, model.initial_state(H, torch.from_numpy(noise))))
+    for a, b in zip(*outs):
+        assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)
+        assert not torch.allclose(a[:, 5:], b[:, 5:], atol=1e-4)
+
+
+def test_leading_padding_columns_can_be_trimmed():
+    model = LARES(LARESConfig(**TINY)).eval()
+    x = _inputs()
+    x[:, :2] = 0
+    noise = torch.from_numpy(truncated_normal(np.random.default_rng(1), (4, 8, 16)))
+    H, mask = model.prepare(x)
+    full = model.score(model.reason(H, mask, 3, model.initial_state(H, noise))[-1])
+    H2, mask2 = model.prepare(x[:, 2:])
+    cut = model.score(model.reason(H2, mask2, 3, model.initial_state(H2, noise[:, 2:]))[-1])
+    assert torch.allclose(full, cut, atol=1e-5)
+
+
+def test_step_sampler_bounds_and_mean():
+    steps = sample_steps(np.random.default_rng(0), 4.0, 0.5, 12, size=20000)
+    assert steps.min() == 1 and steps.max() == 12
+    assert 4.7 < steps.mean() < 5.3  # 1 + E[lambda] = 5, slightly lowered by the cap at 12
+    assert isinstance(sample_steps(np.random.default_rng(0)), int)
+
+
+def test_truncated_normal_is_bounded_and_deterministic():
+    z = truncated_normal(np.random.default_rng(3), (200, 50))
+    assert np.abs(z).max() <= 3.0 and z.dtype == np.float32 and abs(z.std() - 0.986) < 0.03
+    assert np.array_equal(z, truncated_normal(np.random.default_rng(3), (200, 50)))
+
+
+def test_spt_loss_finite_and_decreasing(tiny_split):
+    torch.manual_seed(0)
+    model = LARES(LARESConfig(**TINY))
+    inputs, targets = training_windows(tiny_split, 8)
+    rng = np.random.default_rng(0)
+    partners = same_target_partners(targets[:, -1], rng)
+    x, y, pos = (torch.from_numpy(a[:64]) for a in (inputs, targets, inputs[partners]))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, parts = spt_loss(model, x, y, pos, 3, rng)
+        assert all(math.isfinite(v) for v in parts.values()) and parts["tla"] > 0 and parts["sla"] > 0
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts["loss"])
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_training_windows_cover_each_transition_once(tiny_split):
+    inputs, targets = training_windows(tiny_split, 8)
+    n_transitions = sum(max(len(tiny_split.train_sequence(u)) - 1, 0) for u in range(tiny_split.n_users))
+    assert (targets > 0).sum() == n_transitions
+    assert ((inputs > 0) == (targets > 0)).all()  # every input position predicts its next item
+
+
+def test_same_target_partners():
+    targets = np.array([5, 5, 7, 5, 9, 7])
+    p = same_target_partners(targets, np.random.default_rng(0))
+    assert (targets[p] == targets).all()
+    assert p[4] == 4 and (p[[0, 1, 2, 3, 5]] != [0, 1, 2, 3, 5]).all()
+
+
+def test_group_advantages_hand_computed():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    std = math.sqrt(1 / 3)  # unbiased std of [1, 0, 0, 1]
+    expected = torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]) / torch.tensor([[std + 1e-4], [1e-4]])
+    assert torch.allclose(group_advantages(r), expected)
+
+
+def test_kl_k3_and_grpo_loss_hand_computed():
+    ref = torch.tensor([math.log(0.5)])
+    lp = torch.tensor([math.log(0.25)], requires_grad=True)
+    kl = 2.0 - math.log(2.0) - 1.0  # exp(d) - d - 1 with d = log 2
+    assert kl_k3(ref, lp).item() == pytest.approx(kl, rel=1e-6)
+    assert kl_k3(ref, ref).item() == 0.0
+    adv = torch.tensor(0.7)
+    loss = grpo_loss(lp.view(1, 1), ref.view(1, 1), adv.view(1), beta=1.0)
+    assert loss.item() == pytest.approx(-(0.7 - kl), rel=1e-6)  # the ratio is 1 in value
+    loss.backward()
+    # d/dlp of -(ratio A - beta k3) = -(A + beta (exp(ref - lp) - 1)) = -(0.7 + 1)
+    assert lp.grad.item() == pytest.approx(-1.7, rel=1e-5)
+
+
+def test_checkpoint_roundtrip_half(tmp_path):
+    model = LARES(LARESConfig(**TINY)).eval()
+    save_lares(model, tmp_path / "m.pt", half=True, meta={"note": "x"})
+    back = load_lares(tmp_path / "m.pt")
+    assert back.config == model.config and back.meta == {"note": "x"}
+    x = _inputs()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(model(x, 2, generator=g()), back(x, 2, generator=g()), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("adapter", "sum"), ("eval_steps", 13), ("n_heads", 3), ("dropout", 1.0), ("n_core_layers", 0)],
+)
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        LARESConfig(**{**TINY, field: value})
+
+
+@pytest.mark.parametrize("adapter", ["concat", "gated"])
+def test_other_adapters_run(adapter):
+    model = LARES(LARESConfig(**{**TINY, "adapter": adapter})).eval()
+    assert torch.isfinite(model(_inputs(), 2, generator=torch.Generator().manual_seed(0))).all()

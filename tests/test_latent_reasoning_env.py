@@ -1,0 +1,243 @@
+"""recrail/LatentReasoning-v0: spaces, check_env, determinism, semantics, the vector env, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils import seeding
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers the ids)
+from agents.baselines import make_baseline
+from envs.latent_reasoning import (
+    CONTINUE,
+    STOP,
+    LatentReasoningConfig,
+    LatentReasoningEnv,
+    LatentReasoningVectorEnv,
+    load_reasoning_world,
+)
+from simulators.recsys.lares import LARES, LARESConfig, save_lares, truncated_normal
+from simulators.recsys.metrics import target_ranks
+from simulators.recsys.synthetic import SyntheticConfig, make_synthetic
+
+ENV_ID = "recrail/LatentReasoning-v0"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """A 80-user sequence file and a random LARES (hidden 16, length 8) trained on nothing."""
+    folder = tmp_path_factory.mktemp("lares_env")
+    data = make_synthetic(SyntheticConfig(n_users=80, n_items=40, mean_len=10, max_len=20), seed=2)
+    path = folder / "tiny.txt"
+    path.write_text("".join(f"{u} " + " ".join(map(str, s)) + "\n" for u, s in enumerate(data.sequences)))
+    from simulators.recsys.loaders import load_dataset
+
+    n_items = load_dataset(path).n_items
+    torch.manual_seed(0)
+    ckpt = folder / "lares.pt"
+    save_lares(LARES(LARESConfig(n_items=n_items, max_len=8, hidden=16, ffn=32, dropout=0.0)), ckpt)
+    return {"data_path": str(path), "checkpoint": str(ckpt)}
+
+
+def _rollout(env: gym.Env, seed: int, actions: list) -> list:
+    out = [env.reset(seed=seed)[0]]
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out.append((obs, r, term, trunc, info.get("kpis")))
+        if term or trunc:
+            break
+    return out
+
+
+@pytest.mark.parametrize("mode", ["halt", "residual"])
+def test_check_env_clean(tiny, mode):
+    env = LatentReasoningEnv(dict(tiny, action_mode=mode, shaping=True))
+    check_env(env, skip_render_check=True)
+    check_env(gym.make(ENV_ID, config=dict(tiny, action_mode=mode)).unwrapped, skip_render_check=True)
+
+
+def test_default_world_makes_and_runs():
+    env = gym.make(ENV_ID)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and info["depth"] == 1
+    obs, r, term, trunc, info = env.step(STOP)
+    assert term and not trunc and set(info["kpis"]) == {"NDCG@10", "Recall@10", "MRR", "rank", "steps"}
+    assert r == info["kpis"]["NDCG@10"]
+
+
+def test_deterministic_under_seed(tiny):
+    env = LatentReasoningEnv(dict(tiny, action_mode="residual"))
+    acts = [np.full(8, 0.3, np.float32), np.full(8, -1.0, np.float32), np.zeros(8, np.float32)]
+    a, b = _rollout(env, 5, acts), _rollout(env, 5, acts)
+    assert np.array_equal(a[0], b[0])
+    for x, y in zip(a[1:], b[1:]):
+        assert np.array_equal(x[0], y[0]) and x[1:] == y[1:]
+
+
+def test_terminal_reward_is_full_ranking_with_history_masked(tiny):
+    """Fixed depth 3 through the env equals the model run by hand with the env's noise."""
+    env = LatentReasoningEnv(dict(tiny, split="test"))
+    _, info = env.reset(seed=11)
+    for _ in range(2):
+        env.step(CONTINUE)
+    _, reward, term, _, info = env.step(STOP)
+    split, model = load_reasoning_world(tiny["data_path"], "auto", tiny["checkpoint"])
+    rng = seeding.np_random(11)[0]
+    users = split.users("test")
+    user = int(users[rng.integers(len(users))])
+    noise = torch.from_numpy(truncated_normal(rng, (1, 8, 16)))
+    inputs, targets = split.batch("test", np.array([user]), 8)
+    with torch.no_grad():
+        H, mask = model.prepare(inputs)
+        scores = model.score(model.reason(H, mask, 3, model.initial_state(H, noise))[-1])
+    rank = int(target_ranks(scores, targets, split.history_mask("test", np.array([user])))[0])
+    assert info["user"] == user and info["kpis"]["rank"] == rank and info["kpis"]["steps"] == 3
+    expected = 1 / np.log2(rank + 2) if rank < 10 else 0.0
+    assert reward == pytest.approx(expected)  # the step costs were paid on the continue steps
+
+
+def test_max_depth_truncates_and_stop_terminates(tiny):
+    env = LatentReasoningEnv(dict(tiny, max_depth=3))
+    env.reset(seed=0)
+    assert env.step(CONTINUE)[2:4] == (False, False)
+    _, _, term, trunc, info = env.step(CONTINUE)
+    assert (term, trunc, info["kpis"]["steps"]) == (False, True, 3.0)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(CONTINUE)
+
+
+def test_residual_zero_action_equals_plain_reasoning(tiny):
+    halt = LatentReasoningEnv(tiny)
+    res = LatentReasoningEnv(dict(tiny, action_mode="residual", residual_depth=4))
+    h = _rollout(halt, 3, [CONTINUE, CONTINUE, CONTINUE, STOP])
+    r = _rollout(res, 3, [np.zeros(8, np.float32)] * 3)
+    assert r[-1][2] and r[-1][4]["steps"] == 4 and r[-1][4]["rank"] == h[-1][4]["rank"]
+    np.testing.assert_allclose(r[-1][0][:16], h[-1][0][:16], atol=1e-5)
+    pushed = _rollout(res, 3, [np.ones(8, np.float32)] * 3)
+    assert not np.allclose(pushed[-1][0][:16], r[-1][0][:16])
+
+
+def test_shaping_telescopes(tiny):
+    env = LatentReasoningEnv(dict(tiny, shaping=True, shaping_coef=1.0, step_cost=0.0, reward_metric="recall"))
+    env.reset(seed=4)
+    logp0 = env.batch.logp[0]
+    total = sum(env.step(CONTINUE)[1] for _ in range(3))
+    assert total == pytest.approx(env.batch.logp[0] - logp0, abs=1e-6)
+
+
+def test_vector_env_equals_scalar_env(tiny):
+    n, seed = 3, 20
+    vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=tiny)
+    assert isinstance(vec.unwrapped, LatentReasoningVectorEnv)
+    rng = np.random.default_rng(0)
+    plan = rng.integers(0, 2, size=(14, n))
+    vobs, _ = vec.reset(seed=seed)
+    scalars = [LatentReasoningEnv(tiny) for _ in range(n)]
+    sobs = [e.reset(seed=seed + i)[0] for i, e in enumerate(scalars)]
+    np.testing.assert_allclose(vobs, np.stack(sobs), atol=1e-5)
+    pending = np.zeros(n, dtype=bool)  # next-step autoreset: the step after an end resets
+    for t in range(len(plan)):
+        vobs, vr, vterm, vtrunc, vinfo = vec.step(plan[t])
+        for i, e in enumerate(scalars):
+            if pending[i]:
+                o = e.reset()[0]
+                r, term, trunc = 0.0, False, False
+            else:
+                o, r, term, trunc, info = e.step(int(plan[t, i]))
+                if term or trunc:
+                    assert vinfo["_kpis"][i] and vinfo["kpis"]["rank"][i] == info["kpis"]["rank"]
+            np.testing.assert_allclose(vobs[i], o, atol=1e-4)
+            assert vr[i] == pytest.approx(r, abs=1e-6) and (vterm[i], vtrunc[i]) == (term, trunc)
+        pending = vterm | vtrunc
+    vec.close()
+
+
+def test_vector_env_pins_users_and_checks_actions(tiny):
+    vec = LatentReasoningVectorEnv(2, tiny)
+    users = vec.batch.split.users("valid")[:2]
+    _, info = vec.reset(seed=0, options={"users": users})
+    assert np.array_equal(info["user"], users)
+    a, _ = vec.reset(seed=5)
+    b, _ = vec.reset(seed=[5, 6])
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        vec.step(np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="0 \\(continue\\) or 1 \\(stop\\)"):
+        vec.step(np.array([0, 2]))
+    with pytest.raises(ValueError, match="num_envs"):
+        LatentReasoningVectorEnv(0, tiny)
+
+
+def test_reset_options(tiny):
+    env = LatentReasoningEnv(tiny)
+    user = int(env.batch.split.users("test")[3])
+    _, info = env.reset(seed=0, options={"split": "test", "user": user})
+    assert info["user"] == user
+    with pytest.raises(ValueError, match="options\\['user'\\]"):
+        env.reset(options={"user": -1})
+    with pytest.raises(ValueError, match="options\\['split'\\]"):
+        env.reset(options={"split": "holdout"})
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"usr": 1})
+
+
+@pytest.mark.parametrize("action", [2, -1, 0.5, "stop"])
+def test_bad_halt_actions_raise(tiny, action):
+    env = LatentReasoningEnv(tiny)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="halt actions"):
+        env.step(action)
+
+
+@pytest.mark.parametrize("action", [np.full(8, 1.5), np.zeros(3), np.full(8, np.nan)])
+def test_bad_residual_actions_raise(tiny, action):
+    env = LatentReasoningEnv(dict(tiny, action_mode="residual"))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="residual actions"):
+        env.step(action)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("action_mode", "think"), ("step_cost", -0.1), ("max_depth", 0), ("reward_metric", "mrr"), ("split", "dev"),
+     ("residual_depth", 1)],
+)
+def test_bad_config_raises(field, value):
+    with pytest.raises(ValueError, match=field):
+        LatentReasoningConfig(**{field: value})
+
+
+def test_config_dict_rejects_unknown_keys_and_lone_checkpoint():
+    with pytest.raises(ValueError, match="unknown LatentReasoningConfig keys"):
+        LatentReasoningEnv({"depth": 3})
+    with pytest.raises(ValueError, match="checkpoint"):
+        LatentReasoningConfig(checkpoint="x.pt")
+
+
+def test_baselines(tiny):
+    env = gym.make(ENV_ID, config=tiny)
+    for k in (1, 2, 4, 8):
+        policy = make_baseline(ENV_ID, f"fixed_depth_{k}")
+        obs, _ = env.reset(seed=1)
+        policy.reset(env, 1)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(policy.act(obs, env))
+            done = term or trunc
+        assert info["kpis"]["steps"] == k
+    policy = make_baseline(ENV_ID, "random_halting")
+    depths = []
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        policy.reset(env, seed)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(policy.act(obs, env))
+            done = term or trunc
+        depths.append(info["kpis"]["steps"])
+    assert 2.5 < np.mean(depths) < 5.5
+    with pytest.raises(ValueError, match="action_mode='halt'"):
+        make_baseline(ENV_ID, "fixed_depth_4").reset(gym.make(ENV_ID, config=dict(tiny, action_mode="residual")), 0)

@@ -1,0 +1,173 @@
+"""GTFS import: the real Caltrain feed (skipped when absent) and small feeds the tests write."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.rail_disruption import RailDisruptionEnv
+from simulators.railway import run_scenario
+from simulators.railway.gtfs import load_gtfs_scenario
+from simulators.railway.rules import DispatchPlan, preferred_mode
+
+STOPS = """stop_id,stop_name,parent_station,location_type
+A,A Station,,0
+HUB,Hub Station,,1
+HUB1,Hub Station,HUB,0
+HUB2,Hub Station,HUB,0
+B,B Station,,0
+C,C Station,,0
+D,D Station,,0
+YARD,Depot Yard,,0
+"""
+CALENDAR = """service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date
+WK,1,1,1,1,1,0,0,20240101,20241231
+"""
+CALENDAR_DATES = """service_id,date,exception_type
+WK,20240704,2
+"""
+
+
+def _times(start_min: int, stops: list[str], runs: list[int]) -> list[tuple[str, str]]:
+    out, t = [], start_min
+    for i, stop in enumerate(stops):
+        clock = f"{t // 60:02d}:{t % 60:02d}:00"
+        out.append((stop, clock))
+        if i < len(runs):
+            t += runs[i]
+    return out
+
+
+def write_rail_feed(folder: Path) -> Path:
+    """Line A - Hub - B - C - D; locals every 20 min, expresses skip B; the return direction too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stops.txt").write_text(STOPS)
+    (folder / "calendar.txt").write_text(CALENDAR)
+    (folder / "calendar_dates.txt").write_text(CALENDAR_DATES)
+    (folder / "routes.txt").write_text("route_id,route_short_name,route_long_name,route_type\nL1,L1,Line one,2\n")
+    trips = ["route_id,service_id,trip_id,direction_id"]
+    stop_times = ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for k, start in enumerate(range(6 * 60, 10 * 60, 20)):
+        for kind, stops, runs in (
+            ("loc", ["A", "HUB1", "B", "C", "D"], [5, 4, 6, 7]),
+            ("exp", ["A", "HUB1", "C", "D"], [5, 9, 7]),
+            ("ret", ["D", "C", "B", "HUB2", "A"], [7, 6, 4, 5]),
+        ):
+            if kind == "exp" and k % 2:
+                continue
+            trip = f"{kind}{k}"
+            trips.append(f"L1,WK,{trip},{1 if kind == 'ret' else 0}")
+            for seq, (stop, clock) in enumerate(_times(start + (3 if kind == "exp" else 0), stops, runs), start=1):
+                stop_times.append(f"{trip},{clock},{clock},{stop},{seq}")
+    (folder / "trips.txt").write_text("\n".join(trips) + "\n")
+    (folder / "stop_times.txt").write_text("\n".join(stop_times) + "\n")
+    return folder
+
+
+def write_subway_feed(folder: Path) -> Path:
+    """A subway line (route_type 1) whose service is one frequency-based template trip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stops.txt").write_text("stop_id,stop_name\nS0,Central\nS1,Market\nS2,Park\nS3,Harbor\n")
+    (folder / "calendar.txt").write_text(CALENDAR)
+    (folder / "routes.txt").write_text("route_id,route_short_name,route_long_name,route_type\nM,M,Metro,1\n")
+    (folder / "trips.txt").write_text("route_id,service_id,trip_id,direction_id\nM,WK,m1,0\n")
+    rows = ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for seq, (stop, clock) in enumerate(_times(6 * 60, ["S0", "S1", "S2", "S3"], [2, 3, 2]), start=1):
+        rows.append(f"m1,{clock},{clock},{stop},{seq}")
+    (folder / "stop_times.txt").write_text("\n".join(rows) + "\n")
+    (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm1,06:00:00,09:00:00,300\n")
+    return folder
+
+
+def _greedy(model):
+    plan = DispatchPlan(model)
+    for r in range(model.n_routes):
+        plan.add(r, preferred_mode(plan.mask[r]), 1)
+    return plan.modes, plan.consists
+
+
+def test_small_rail_feed_builds_routes_timetable_and_running_times(tmp_path):
+    sc = load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), "hub station", "2024-03-04", horizon_min=240)
+    routes = {r.name: r for r in sc.network.routes}
+    out = routes["L1 > D Station"]
+    assert out.stops == ("Hub Station", "B Station", "C Station", "D Station")
+    assert out.express == ("C Station", "D Station")
+    assert out.departures[:3] == (5.0, 8.0, 25.0)  # 06:05 local, 06:08 express, 06:25 local
+    back = routes["L1 > A Station"]
+    assert back.stops == ("Hub Station", "A Station") and back.departures[0] == 17.0
+    runs = {frozenset((s.u, s.v)): s.run_min for s in sc.network.sections}
+    assert runs[frozenset(("Hub Station", "B Station"))] == 4 and runs[frozenset(("C Station", "D Station"))] == 7
+    assert sc.start_of_day_min == 360 and sc.horizon_min == 240
+    _, kpis = run_scenario(sc, _greedy)
+    assert kpis["trains_dispatched"] > 0
+
+
+def test_zipped_feed_in_a_subfolder_gives_the_same_scenario(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    archive = tmp_path / "rail.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in folder.iterdir():
+            z.write(f, f"gtfs/{f.name}")
+    a = load_gtfs_scenario(folder, "Hub Station", "20240304")
+    b = load_gtfs_scenario(archive, "Hub Station", "20240304")
+    assert a.network == b.network
+
+
+def test_subway_feed_with_frequencies(tmp_path):
+    sc = load_gtfs_scenario(write_subway_feed(tmp_path / "metro"), "Market", "20240305", horizon_min=120)
+    (route,) = sc.network.routes
+    assert route.stops == ("Market", "Park", "Harbor")
+    assert len(route.departures) == 25 and np.allclose(np.diff(route.departures), 5.0)  # 06:02 .. 08:02
+    with pytest.raises(ValueError, match="no trips of route types"):
+        load_gtfs_scenario(tmp_path / "metro", "Market", "20240305", route_types=[2])
+
+
+@pytest.mark.parametrize(
+    "hub, day, fragment",
+    [("Hub Statoin", "20240304", "did you mean 'Hub Station'"), ("Nowhere", "20240304", "not a stop name"),
+     ("Hub Station", "20230304", "no service runs on 20230304.*covers 20240101 to 20241231"),
+     ("Hub Station", "20240704", "no service runs on 20240704"), ("Depot Yard", "20240304", "no trips"),
+     ("Hub Station", "March 4", "YYYYMMDD")],
+)
+def test_feed_errors_are_clear(tmp_path, hub, day, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), hub, day)
+
+
+def test_missing_files_and_paths_are_named(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_gtfs_scenario(tmp_path / "nothing", "Hub Station", "20240304")
+    (folder / "stop_times.txt").unlink()
+    with pytest.raises(ValueError, match="lacks stop_times.txt"):
+        load_gtfs_scenario(folder, "Hub Station", "20240304")
+
+
+def test_demand_csv_drives_a_gtfs_scenario(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    csv = tmp_path / "demand.csv"
+    csv.write_text("time,destination,count,duration_min\n06:00,C Station,600,60\n06:30,A Station,50,10\n")
+    sc = load_gtfs_scenario(folder, "Hub Station", "20240304", horizon_min=120, demand_csv=csv)
+    assert np.isclose(sc.demand.rates.sum(), 650)
+    _, kpis = run_scenario(sc, _greedy)
+    assert 500 < kpis["passengers_arrived"] < 800
+
+
+def test_caltrain_feed(shared_data, tmp_path):
+    feed = shared_data / "gtfs" / "caltrain-2017-07-24"
+    if not feed.is_dir():
+        pytest.skip(f"{feed} is absent")
+    sc = load_gtfs_scenario(feed, "Millbrae Caltrain", "20170724")
+    assert len(sc.network.routes) >= 4
+    for route in sc.network.routes:
+        assert route.stops[0] == "Millbrae Caltrain"
+        assert all(0 <= d <= sc.horizon_min for d in route.departures)
+    assert {r.stops[-1] for r in sc.network.routes} >= {"San Francisco Caltrain"}
+    assert all(0 < s.run_min < 60 for s in sc.network.sections)
+    env = RailDisruptionEnv({"scenario": sc})
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    zipped = shutil.make_archive(str(tmp_path / "caltrain"), "zip", feed)
+    assert load_gtfs_scenario(zipped, "Millbrae Caltrain", "20170724").network == sc.network
