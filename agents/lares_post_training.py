@@ -21,7 +21,7 @@ Command line (checkpoints go outside the repo except the small default weights):
     python -m agents.lares_post_training --default-world --phase spt \
         --out simulators/recsys/weights/lares_default.pt --half      # the shipped default weights
     python -m agents.lares_post_training --data ../shared/data/ml-100k --phase both \
-        --out /tmp/lares_ml100k.pt --time-budget 1200
+        --out runs/lares_ml100k.pt --time-budget 1200
 """
 
 from __future__ import annotations
