@@ -113,10 +113,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from agents.loading import load_policy
-    from benchmarks.demo import rich_table
+    from benchmarks.demo import rich_table, wide_console
     from benchmarks.experiment import load_experiment
     from benchmarks.harness import evaluate_policies
-    from rich.console import Console
 
     env_kwargs = args.env_kwargs
     if env_kwargs is None:
@@ -133,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     out = args.out or Path("runs") / "evaluate" / envs.entry_for(args.env).name
     paths = report.write(out)
-    Console().print(rich_table(report, f"{args.env}: {args.episodes} paired episodes, mean [95% CI]"))
+    wide_console().print(rich_table(report, f"{args.env}: {args.episodes} paired episodes, mean [95% CI]"))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

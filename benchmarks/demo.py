@@ -22,19 +22,30 @@ from benchmarks.harness import EvaluationReport, evaluate_policies
 
 EVAL_SEED = 100_000  # evaluation seeds start here, away from the training seeds
 BASELINE_ONLY_EPISODES = 10  # for an env whose config has no demo section
-TABLE_METRICS = 6  # columns shown on the console; the report has them all
+TABLE_METRICS = 4  # columns shown on the console; the report has them all
+CONSOLE_WIDTH = 150
+
+
+def wide_console() -> Console:
+    """A console at least ``CONSOLE_WIDTH`` wide, so CI cells stay on one line."""
+    return Console(width=max(Console().width, CONSOLE_WIDTH))
 
 
 def rich_table(report: EvaluationReport, title: str) -> Table:
-    """The report's first metrics as a console table, ``mean [95% CI]`` per cell."""
+    """The report's first metrics as a console table, ``mean [95% CI]`` per cell, and the paired
+    difference of the return to the reference policy."""
     metrics = report.metrics[:TABLE_METRICS]
-    wide = report.table(metrics)
+    wide = report.table(metrics, digits=3)
+    returns = report.summary[report.summary["metric"] == "return"].set_index("policy")
     table = Table(title=title, show_lines=False)
-    table.add_column("policy", style="bold")
+    table.add_column("policy", style="bold", no_wrap=True)
     for metric in metrics:
-        table.add_column(metric, justify="right")
+        table.add_column(metric, justify="right", no_wrap=True)
+    table.add_column(f"return - {report.reference}", justify="right", no_wrap=True)
     for policy, row in wide.iterrows():
-        table.add_row(str(policy), *[str(row[m]) for m in metrics])
+        d = returns.loc[policy]
+        diff = "" if policy == report.reference else f"{d['diff']:+.3g} [{d['diff_ci_low']:+.3g}, {d['diff_ci_high']:+.3g}]"
+        table.add_row(str(policy), *[str(row[m]) for m in metrics], diff)
     return table
 
 
@@ -61,7 +72,7 @@ def demo_env(env_id: str, out_dir: Path, console: Console) -> EvaluationReport:
 
 def run_demo(out_dir: Path, env_ids: list[str] | None = None) -> Path:
     """Run the demo over ``env_ids`` (default: every registered id); return the report path."""
-    console = Console()
+    console = wide_console()
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, timings = ["# recrail demo", ""], {}
     for env_id in env_ids or envs.env_ids():

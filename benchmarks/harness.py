@@ -61,11 +61,12 @@ class EvaluationReport:
     def metrics(self) -> list[str]:
         return list(dict.fromkeys(self.summary["metric"]))
 
-    def table(self, metrics: list[str] | None = None) -> pd.DataFrame:
+    def table(self, metrics: list[str] | None = None, digits: int = 4) -> pd.DataFrame:
         """Wide table: one row per policy, ``mean [low, high]`` per metric."""
         rows = self.summary if metrics is None else self.summary[self.summary["metric"].isin(metrics)]
         cells = rows.assign(cell=[
-            f"{m:.4g} [{lo:.4g}, {hi:.4g}]" for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])
+            f"{m:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+            for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])
         ])
         wide = cells.pivot(index="policy", columns="metric", values="cell")
         order = list(dict.fromkeys(self.summary["policy"]))
@@ -106,7 +107,7 @@ class EvaluationReport:
             "",
             f"{n} paired episodes per policy; mean [95% bootstrap CI].",
             "",
-            self.table().to_markdown(),
+            self.table().T.to_markdown(),
         ]
         if self.reference is not None and len(self.summary["policy"].unique()) > 1:
             lines += [
@@ -116,10 +117,11 @@ class EvaluationReport:
                 "mean of (policy - reference) per episode [95% bootstrap CI]; a CI that excludes 0 is a "
                 "significant difference.",
                 "",
-                self.difference_table().to_markdown(),
+                self.difference_table().T.to_markdown(),
             ]
         iqm_table = self.summary.pivot(index="policy", columns="metric", values="iqm")
-        lines += ["", "## Interquartile mean", "", iqm_table.loc[list(dict.fromkeys(self.summary["policy"])), self.metrics].to_markdown(floatfmt=".4g"), ""]
+        iqm_table = iqm_table.loc[list(dict.fromkeys(self.summary["policy"])), self.metrics].T
+        lines += ["", "## Interquartile mean", "", iqm_table.to_markdown(floatfmt=".4g"), ""]
         return "\n".join(lines)
 
     def plot(self, path: Path, metrics: list[str] | None = None) -> None:
@@ -138,7 +140,7 @@ class EvaluationReport:
         for ax in list(axes.flat)[len(metrics):]:
             ax.axis("off")
         fig.suptitle(f"{self.env_id}: mean and 95% CI", fontsize=10)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
         fig.savefig(path, dpi=110)
         plt.close(fig)
 

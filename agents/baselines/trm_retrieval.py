@@ -51,13 +51,17 @@ class SingleCall(_ScriptedPolicy):
         return [env.PLAIN]
 
 
-class RandomPhrases(_ScriptedPolicy):
+class _PhraseCalls(_ScriptedPolicy):
+    """A script of ``n_calls`` phrase calls, then STOP."""
+
     def __init__(self, n_calls: int = 3) -> None:
         super().__init__()
         if n_calls < 1:
             raise ValueError(f"n_calls must be >= 1, got {n_calls}")
         self.n_calls = n_calls
 
+
+class RandomPhrases(_PhraseCalls):
     def plan(self, env) -> list[int]:
         return self._rng.choice(env.V, size=min(self.n_calls, env.V), replace=False).tolist()
 
@@ -68,13 +72,7 @@ def history_phrases(env, n: int) -> list[int]:
     return sorted(range(len(profile)), key=lambda v: (-profile[v], v))[:n]
 
 
-class HistoryGenreGreedy(_ScriptedPolicy):
-    def __init__(self, n_calls: int = 3) -> None:
-        super().__init__()
-        if n_calls < 1:
-            raise ValueError(f"n_calls must be >= 1, got {n_calls}")
-        self.n_calls = n_calls
-
+class HistoryGenreGreedy(_PhraseCalls):
     def plan(self, env) -> list[int]:
         return history_phrases(env, self.n_calls)
 
