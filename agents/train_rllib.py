@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,17 @@ def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
             for _ in range(config.iterations):
                 result = algo.train()
                 runners = result.get("env_runners", {})
-                history.append({
-                    "episode_return_mean": runners.get("episode_return_mean"),
-                    "num_env_steps_sampled_lifetime": runners.get("num_env_steps_sampled_lifetime"),
-                })
+                sampled = runners.get("num_env_steps_sampled_lifetime")
+                if history and sampled is not None and sampled == history[-1]["num_env_steps_sampled_lifetime"]:
+                    # Starved env runners can time out silently; training on no new data is not training.
+                    warnings.warn(
+                        f"rllib iteration {len(history) + 1} sampled no new env steps (lifetime {sampled}); "
+                        "the env runners may be starved of CPU or failing",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                history.append({"episode_return_mean": runners.get("episode_return_mean"),
+                                "num_env_steps_sampled_lifetime": sampled})
                 bar.advance(task)
         module = algo.get_module()
         if config.out_dir is not None:
