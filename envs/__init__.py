@@ -62,9 +62,14 @@ def env_ids() -> list[str]:
     return [entry.env_id for entry in ENVIRONMENTS]
 
 
+def bare_id(env_id: str) -> str:
+    """``env_id`` without the ``envs:`` module prefix that makes fresh processes import recrail."""
+    return env_id.removeprefix("envs:")
+
+
 def entry_for(env_id: str) -> EnvEntry:
     """The entry of ``env_id`` (with or without the ``envs:`` module prefix)."""
-    bare = env_id.split(":", 1)[1] if env_id.startswith("envs:") else env_id
+    bare = bare_id(env_id)
     for entry in ENVIRONMENTS:
         if entry.env_id == bare:
             return entry

@@ -9,18 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agents.policy import Policy
+from envs import bare_id
 
 PolicyFactory = Callable[..., Policy]
 _BASELINES: dict[str, dict[str, PolicyFactory]] = {}
 
 
-def _bare(env_id: str) -> str:
-    return env_id.split(":", 1)[1] if env_id.startswith("envs:") else env_id
-
-
 def register_baseline(env_id: str, name: str, factory: PolicyFactory) -> None:
     """Make ``factory(**kwargs) -> Policy`` available as baseline ``name`` of ``env_id``."""
-    table = _BASELINES.setdefault(_bare(env_id), {})
+    table = _BASELINES.setdefault(bare_id(env_id), {})
     if name in table:
         raise ValueError(f"baseline {name!r} is already registered for {env_id!r}")
     table[name] = factory
@@ -28,12 +25,12 @@ def register_baseline(env_id: str, name: str, factory: PolicyFactory) -> None:
 
 def baseline_names(env_id: str) -> list[str]:
     """Names of the baselines registered for ``env_id`` (empty when it has none)."""
-    return list(_BASELINES.get(_bare(env_id), {}))
+    return list(_BASELINES.get(bare_id(env_id), {}))
 
 
 def make_baseline(env_id: str, name: str, **kwargs) -> Policy:
     """Build baseline ``name`` of ``env_id``; unknown names raise with the list of known ones."""
-    table = _BASELINES.get(_bare(env_id), {})
+    table = _BASELINES.get(bare_id(env_id), {})
     if name not in table:
         known = ", ".join(table) or "none"
         raise ValueError(f"unknown baseline {name!r} for {env_id}; known baselines: {known}")
