@@ -49,7 +49,6 @@ seeded with ``seed + i`` under the same actions.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +61,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.config import check_options, make_config
 from simulators.recsys.lares import DEFAULT_WEIGHTS, LARES, dataset_digest, load_lares, truncated_normal
 from simulators.recsys.split import STAGES, LeaveOneOutSplit, leave_one_out
 
@@ -115,21 +115,6 @@ class LatentReasoningConfig:
         check("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
         check("checkpoint", (self.data_path is None) == (self.checkpoint is None),
               "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
-
-    @classmethod
-    def from_any(cls, config: LatentReasoningConfig | dict | None) -> LatentReasoningConfig:
-        """The config itself, the defaults (None), or a dict of fields (unknown keys rejected)."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        if not isinstance(config, dict):
-            raise TypeError(f"config must be a LatentReasoningConfig, a dict or None, got {type(config).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown LatentReasoningConfig keys {unknown}; known keys: {sorted(known)}")
-        return cls(**config)
 
 
 @functools.lru_cache(maxsize=4)
@@ -303,21 +288,13 @@ class ReasoningBatch:
         return stage
 
 
-def _check_options(options: dict | None, allowed: set[str]) -> dict:
-    options = options or {}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(f"unknown reset options {unknown}; allowed: {sorted(allowed)}")
-    return options
-
-
 class LatentReasoningEnv(gym.Env):
     """One user per episode; each step applies one LARES reasoning step (see the module docstring)."""
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, config: LatentReasoningConfig | dict | None = None, render_mode: str | None = None) -> None:
-        self.config = LatentReasoningConfig.from_any(config)
+        self.config = make_config(LatentReasoningConfig, config)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode = {render_mode!r} is invalid; allowed: None or {self.metadata['render_modes']}"
@@ -340,7 +317,7 @@ class LatentReasoningEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        options = _check_options(options, {"split", "user"})
+        options = check_options(options, {"split", "user"})
         stage = self.batch.check_stage(options.get("split", self.config.split))
         if "user" in options:
             user = self.batch.check_user(stage, options["user"])
@@ -427,9 +404,7 @@ class LatentReasoningVectorEnv(VectorEnv):
             raise ValueError(f"num_envs = {num_envs!r} is invalid; allowed: an int >= 1")
         if render_mode is not None:
             raise ValueError(f"render_mode = {render_mode!r} is invalid; the vector env does not render")
-        if kwargs:  # gym.make_vec passes env kwargs flat; accept them as config fields
-            config = {**(dataclasses.asdict(LatentReasoningConfig.from_any(config))), **kwargs}
-        self.config = LatentReasoningConfig.from_any(config)
+        self.config = make_config(LatentReasoningConfig, config, **kwargs)  # make_vec passes kwargs flat
         self.num_envs = int(num_envs)
         self.render_mode = None
         self.batch = ReasoningBatch(self.config, self.num_envs)
@@ -454,7 +429,7 @@ class LatentReasoningVectorEnv(VectorEnv):
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None
               ) -> tuple[np.ndarray, dict]:
         super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
-        options = _check_options(options, {"split", "users"})
+        options = check_options(options, {"split", "users"})
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)):

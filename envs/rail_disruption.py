@@ -60,6 +60,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.config import make_config
 from simulators.railway.model import EpochResult, RailwayModel
 from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN
 from simulators.railway.rules import quota_dispatch
@@ -107,25 +108,12 @@ class RailDisruptionConfig:
             if f.name.startswith("w_") and getattr(self, f.name) < 0:
                 raise ValueError(f"reward weight {f.name} must be >= 0, got {getattr(self, f.name)}")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RailDisruptionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown RailDisruptionConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**values)
-
 
 class RailDisruptionEnv(gym.Env):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, config: RailDisruptionConfig | dict | None = None, render_mode: str | None = None) -> None:
-        if config is None:
-            config = RailDisruptionConfig()
-        elif isinstance(config, dict):
-            config = RailDisruptionConfig.from_dict(config)
-        elif not isinstance(config, RailDisruptionConfig):
-            raise ValueError(f"config must be a RailDisruptionConfig, a dict or None, got {type(config).__name__}")
+        config = make_config(RailDisruptionConfig, config)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.config = config

@@ -44,13 +44,14 @@ scalar env reset with seed ``seed + i``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.utils import seeding
 
+from envs.config import check_options, make_config
 from simulators.recsys.deeprec_protocol import LIST_SIZE, MAX_CALLS, RETRIEVE_K, episode_reward
 from simulators.recsys.preference_trm import TRMWorld, load_trm_world
 
@@ -95,28 +96,6 @@ class TRMRetrievalConfig:
         check("ranker_preference_weight", self.ranker_preference_weight >= 0, "a float >= 0")
         check("data_path", self.data_path is None or isinstance(self.data_path, str), "None or a path string")
         check("checkpoint", self.checkpoint is None or isinstance(self.checkpoint, str), "None or a path string")
-
-    @classmethod
-    def coerce(cls, config: "TRMRetrievalConfig | dict | None", **overrides) -> "TRMRetrievalConfig":
-        """A config from a config, a dict (unknown keys rejected) or None (defaults).
-
-        ``overrides`` (flat keyword arguments, as ``gym.make(id, stage="valid")`` passes them)
-        replace fields of ``config``.
-        """
-        if overrides:
-            base = {} if config is None else (asdict(config) if isinstance(config, cls) else dict(config))
-            config = {**base, **overrides}
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, dict):
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(config) - known)
-            if unknown:
-                raise ValueError(f"unknown TRMRetrievalConfig keys {unknown}; allowed: {sorted(known)}")
-            return cls(**config)
-        raise TypeError(f"config must be a TRMRetrievalConfig, a dict or None, got {type(config).__name__}")
 
     def world(self) -> TRMWorld:
         return load_trm_world(self.data_path, self.checkpoint, self.data_format, self.max_phrases)
@@ -288,7 +267,7 @@ class TRMRetrievalEnv(gym.Env):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, config: TRMRetrievalConfig | dict | None = None, render_mode: str | None = None, **overrides) -> None:
-        self.config = TRMRetrievalConfig.coerce(config, **overrides)
+        self.config = make_config(TRMRetrievalConfig, config, **overrides)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode {render_mode!r} is not supported; allowed: None, {self.metadata['render_modes']}")
         self.render_mode = render_mode
@@ -373,12 +352,7 @@ class TRMRetrievalEnv(gym.Env):
 
 
 def _user_option(options: dict | None) -> int | None:
-    if not options:
-        return None
-    unknown = sorted(set(options) - {"user"})
-    if unknown:
-        raise ValueError(f"unknown reset options {unknown}; allowed: ['user']")
-    user = options.get("user")
+    user = check_options(options, {"user"}).get("user")
     if user is not None and not isinstance(user, (int, np.integer)):
         raise ValueError(f"options['user'] must be an int user index, got {user!r}")
     return None if user is None else int(user)
@@ -407,7 +381,7 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported by the vector env; allowed: None")
-        self.config = TRMRetrievalConfig.coerce(config, **overrides)
+        self.config = make_config(TRMRetrievalConfig, config, **overrides)
         self.num_envs = num_envs
         self.world = self.config.world()
         self.episodes = RetrievalEpisodes(self.world, self.config, num_envs)

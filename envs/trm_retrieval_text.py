@@ -31,6 +31,7 @@ import string
 
 import gymnasium as gym
 from envs.trm_retrieval import RetrievalEpisodes, TRMRetrievalConfig, _StageSchedule, _user_option
+from envs.config import make_config
 from simulators.recsys.deeprec_protocol import (
     BEGIN_ITEM_LIST,
     BEGIN_PREFERENCE,
@@ -74,7 +75,7 @@ class TRMRetrievalTextEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, config: TRMRetrievalConfig | dict | None = None, render_mode: str | None = None, **overrides) -> None:
-        self.config = TRMRetrievalConfig.coerce(config, **overrides)
+        self.config = make_config(TRMRetrievalConfig, config, **overrides)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; allowed: None, 'ansi'")
         self.render_mode = render_mode
