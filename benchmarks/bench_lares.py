@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from agents.lares_post_training import RPTConfig, SPTConfig, train_rpt, train_spt
+from benchmarks.stats import mean_ci
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
 from simulators.recsys.lares import LARESConfig, dataset_digest, evaluate_ranks, load_lares, save_lares
 from simulators.recsys.loaders import load_dataset
@@ -44,21 +44,12 @@ STEP_COST = 0.002
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
-def bootstrap_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap CI over users."""
-    values = np.asarray(values, dtype=float)
-    if np.ptp(values) == 0:
-        return float(values.mean()), float(values.mean()), float(values.mean())
-    res = stats.bootstrap((values,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                          random_state=seed)
-    return float(values.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
     r = torch.as_tensor(ranks)
     out = {"policy": name, "users": len(ranks), "note": note}
     for key, vals in (("NDCG@10", ndcg_at_k(r, 10).numpy()), ("Recall@10", recall_at_k(r, 10).numpy())):
-        out[key], out[f"{key}_lo"], out[f"{key}_hi"] = bootstrap_ci(vals)
+        ci = mean_ci(vals, methods=("percentile",))
+        out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
     out["steps"] = float(np.mean(steps)) if steps is not None else None
     return out
 

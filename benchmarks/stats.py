@@ -41,14 +41,16 @@ def mean_ci(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
+    methods: tuple[str, ...] = ("BCa", "percentile"),
 ) -> Interval:
-    """Mean with a bootstrap CI (BCa; percentile where BCa is undefined, e.g. two distinct values)."""
+    """Mean with a bootstrap CI: the first of ``methods`` that gives a finite interval (BCa is
+    undefined for some samples, e.g. two distinct values; percentile then serves)."""
     sample = _as_sample(values)
     mean = float(sample.mean())
     if sample.size < 2 or np.ptp(sample) == 0.0:
         return Interval(mean, mean, mean)  # no spread: the bootstrap distribution is a point
     interval = None
-    for method in ("BCa", "percentile"):
+    for method in methods:
         result = stats.bootstrap(
             (sample,),
             np.mean,
