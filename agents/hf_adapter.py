@@ -97,16 +97,3 @@ class HFCausalLMPolicy:
         )
         text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
         return cut_at_stop_tag(text)
-
-
-def run_text_episode(env: gym.Env, policy, seed: int | None = None, max_turns: int = 16) -> tuple[float, dict]:
-    """Play one episode of the text env with ``policy``; returns (return, final info)."""
-    obs, info = env.reset(seed=seed)
-    policy.reset(env, seed)
-    total = 0.0
-    for _ in range(max_turns):
-        obs, reward, terminated, truncated, info = env.step(policy.act(obs, env))
-        total += float(reward)
-        if terminated or truncated:
-            return total, info
-    raise RuntimeError(f"episode did not end within {max_turns} turns")

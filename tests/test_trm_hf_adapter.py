@@ -9,7 +9,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from agents.hf_adapter import HFCausalLMPolicy, HFGenerationConfig, cut_at_stop_tag, run_text_episode  # noqa: E402
+from agents.hf_adapter import HFCausalLMPolicy, HFGenerationConfig, cut_at_stop_tag  # noqa: E402
+from benchmarks.harness import run_episode  # noqa: E402
 from envs.trm_retrieval_text import TRMRetrievalTextEnv  # noqa: E402
 from simulators.recsys.deeprec_protocol import BEGIN_PREFERENCE, END_PREFERENCE, REC_CLOSE  # noqa: E402
 
@@ -39,7 +40,7 @@ def test_tiny_random_lm_plays_text_env_and_is_reproducible():
     cfg = HFGenerationConfig(max_new_tokens=48, max_prompt_tokens=512, do_sample=True)
     policy = HFCausalLMPolicy(model, tokenizer, cfg)
     env = TRMRetrievalTextEnv()
-    ret_a, info_a = run_text_episode(env, policy, seed=3)
+    episode = run_episode(env, policy, seed=3)
     obs, _ = env.reset(seed=3)
     policy.reset(env, 3)
     first_a = policy.act(obs, env)
@@ -47,6 +48,6 @@ def test_tiny_random_lm_plays_text_env_and_is_reproducible():
     assert policy.act(obs, env) == first_a  # sampling is seeded per episode and turn
     assert isinstance(first_a, str)
     # A random LM writes no valid protocol: the env answers with the format penalty, never a crash.
-    assert info_a["kpis"]["format_ok"] == 0.0 and ret_a == -1.0
+    assert episode["format_ok"] == 0.0 and episode["return"] == -1.0
     with pytest.raises(ValueError, match="temperature"):
         HFGenerationConfig(temperature=0.0)
