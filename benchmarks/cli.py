@@ -101,11 +101,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         overrides = {"seed": args.seed, "out_dir": out, "address": args.address}
         if args.num_env_runners is not None:
             overrides["num_env_runners"] = args.num_env_runners
-        config = experiment.rllib_config(args.algo, **overrides)
         if args.iterations:
             overrides["iterations"] = args.iterations
-        elif args.timesteps:
-            batch = config.training.get("train_batch_size_per_learner", 4000)
+        elif args.timesteps:  # RLlib counts iterations: one is a train batch of env steps
+            batch = experiment.rllib.get(args.algo, {}).get("train_batch_size_per_learner", 4000)
             overrides["iterations"] = max(1, math.ceil(args.timesteps / batch))
         train_rllib(args.env, experiment.rllib_config(args.algo, **overrides))
         print(f"saved {out / 'checkpoint'}")
