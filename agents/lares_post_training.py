@@ -5,7 +5,9 @@ SPT (:func:`train_spt`): the training sequences are cut into next-item windows o
 Poisson-lognormal sampler and pairs every window with a random other window with the same last
 target item (its TLA positive); loss = CE + alpha TLA + gamma SLA
 (:func:`simulators.recsys.lares.spt_loss`). Model selection: NDCG@10 on the validation users at
-``eval_steps``; the best epoch is kept (early stopping with ``patience``).
+``eval_steps``; the best epoch is kept (early stopping with ``patience``). Options beyond the
+authors' recipe (all default off): ``init_from`` warm-starts from a trained SASRec checkpoint
+(:func:`init_from_sasrec`), ``windows="last"`` trains on each user's most recent window only.
 
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
 RPT instances are (prefix, next item) pairs (:func:`prefix_instances`, subsampled to
@@ -15,6 +17,8 @@ run (rollout g: its own step count, initial noise and dropout mask, shared acros
 per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
 step's full ranking with the input items masked, the advantage is group-normalised, and the loss is
 :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step count and noise.
+Validation after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT
+model itself included (so RPT never reports a validation loss as a gain).
 
 Command line (checkpoints go outside the repo except the small default weights)::
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +74,10 @@ class SPTConfig:
     seed: int = 0
     progress: bool = True
     out: Path | None = None  # best checkpoint is written here
+    # SASRec checkpoint to warm-start from (:func:`init_from_sasrec`); None = the authors' random init
+    init_from: Path | None = None
+    init_layers: bool = True  # with init_from: also copy SASRec's blocks into the pre- and core block
+    windows: str = "all"  # "all" training windows, or "last": each user's most recent one (as SASRec)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -76,6 +85,8 @@ class SPTConfig:
                 raise ValueError(f"SPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
         if self.lr <= 0:
             raise ValueError(f"SPTConfig.lr = {self.lr!r} is invalid; allowed: a float > 0")
+        if self.windows not in ("all", "last"):
+            raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all' or 'last'")
 
 
 @dataclass(frozen=True)
@@ -93,12 +104,15 @@ class RPTConfig:
     filter_tries: int = 3
     max_instances: int | None = 20000
     eval_users: int | None = 2000
+    eval_every: int | None = None  # also validate every this many batches (None: once per epoch)
     time_budget_s: float | None = None
     seed: int = 0
     progress: bool = True
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"RPTConfig.eval_every = {self.eval_every!r} is invalid; allowed: None or an int >= 1")
         if not 2 <= self.group_size <= 64:
             raise ValueError(f"RPTConfig.group_size = {self.group_size!r} is invalid; allowed: an int in 2..64")
         if self.reward not in ("recall", "ndcg"):
@@ -110,18 +124,20 @@ class RPTConfig:
             raise ValueError(f"RPTConfig beta = {self.beta!r} must be >= 0 and lr = {self.lr!r} > 0")
 
 
-def training_windows(split: LeaveOneOutSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def training_windows(split: LeaveOneOutSplit, max_len: int, last_only: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Next-item windows over the training sequences: inputs and targets ``[N, max_len]``, left-padded.
 
     Each training sequence is cut from its end into chunks of ``max_len + 1`` items overlapping by
     one (inputs = chunk[:-1], targets = chunk[1:], target 0 = padding), so every training
-    transition is a target exactly once per epoch.
+    transition is a target exactly once per epoch. ``last_only`` keeps only each user's most recent
+    chunk (SASRec's training data: one window per user).
     """
     rows = []
     for u in range(split.n_users):
         seq = split.train_sequence(u)
         end = len(seq)
-        while end >= 2:
+        while end >= 2 and not (last_only and end < len(seq)):
             rows.append(seq[max(0, end - max_len - 1):end])
             end -= max_len
     inputs = np.zeros((len(rows), max_len), dtype=np.int64)
@@ -176,6 +192,43 @@ def same_target_partners(targets: np.ndarray, rng: np.random.Generator) -> np.nd
     return partners
 
 
+@torch.no_grad()
+def init_from_sasrec(model: LARES, sasrec: torch.nn.Module, layers: bool = True) -> LARES:
+    """Warm-start LARES from a trained :class:`simulators.recsys.sasrec.SASRec` (a deviation from the
+    authors' random init, used because our CPU budget cannot train LARES to convergence from scratch).
+
+    - Item embeddings are copied as they are (both models score with ``h @ E.T``).
+    - Positions: SASRec embeds ``sqrt(d) E + P`` and LARES ``LN(E + P')``; LayerNorm is scale
+      invariant, so ``P' = P / sqrt(d)`` gives the same normalised input (exact up to LN's eps and
+      affine parameters). Both count positions from the right, so the last ``min`` rows are mapped.
+    - ``layers``: SASRec's pre-LN blocks' linear maps (qkv, output, FFN) are copied into the pre-block
+      layers and, cycling, into the core block layers. LARES layers are post-LN, so this is only an
+      initialisation close to SASRec's features, not an equivalent network; LayerNorms keep their init.
+    """
+    c, s = model.config, sasrec.config
+    if (c.n_items, c.hidden) != (s.n_items, s.hidden):
+        raise ValueError(f"SASRec (n_items {s.n_items}, hidden {s.hidden}) does not match LARES "
+                         f"(n_items {c.n_items}, hidden {c.hidden})")
+    model.item_embedding.weight.copy_(sasrec.item_embedding.weight)
+    n = min(c.max_len, s.max_len)
+    model.position_embedding.weight[-n:] = sasrec.position_embedding.weight[-n:] / math.sqrt(c.hidden)
+    if layers and len(sasrec.blocks):
+        if c.n_heads != s.n_heads:
+            raise ValueError(f"layers=True needs the same n_heads (LARES {c.n_heads}, SASRec {s.n_heads})")
+        nb = len(sasrec.blocks)
+        pairs = [(layer, sasrec.blocks[j % nb]) for group in (model.pre_block, model.core_block)
+                 for j, layer in enumerate(group)]
+        for layer, block in pairs:
+            for mine, theirs in ((layer.qkv, block.qkv), (layer.out, block.proj),
+                                 (layer.ff[0], block.ffn[0]), (layer.ff[2], block.ffn[3])):
+                if mine.weight.shape != theirs.weight.shape:
+                    raise ValueError(f"layer shapes differ: LARES {tuple(mine.weight.shape)} vs SASRec "
+                                     f"{tuple(theirs.weight.shape)} (ffn must equal SASRec's inner)")
+                mine.weight.copy_(theirs.weight)
+                mine.bias.copy_(theirs.bias)
+    return model
+
+
 def _valid_metric(model: LARES, split: LeaveOneOutSplit, users: np.ndarray, seed: int) -> dict[str, float]:
     return rank_metrics(evaluate_ranks(model, split, "valid", model.config.eval_steps, seed=seed, users=users))
 
@@ -192,11 +245,17 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = LARES(model_config)
+    if config.init_from is not None:
+        from simulators.recsys.sasrec import load_checkpoint
+
+        init_from_sasrec(model, load_checkpoint(config.init_from), config.init_layers)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    inputs, targets = training_windows(split, model_config.max_len)
+    inputs, targets = training_windows(split, model_config.max_len, last_only=config.windows == "last")
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
     best, best_state, bad, history, start = -1.0, None, 0, [], time.time()
+    if config.init_from is not None:  # the warm start's own quality, for the log only
+        history.append({"epoch": -1, **_valid_metric(model, split, val_users, config.seed), "elapsed_s": 0.0})
     for epoch in range(config.epochs):
         model.train()
         partners = same_target_partners(targets[:, -1], rng)
@@ -321,12 +380,26 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
     history = [{"epoch": -1, "instances": float(len(kept)), **base, "elapsed_s": 0.0}]
     best, best_state = base["NDCG@10"], copy.deepcopy(policy.state_dict())
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
+
+    def validate(epoch: int, batch: int, sums: dict[str, float], n: int) -> None:
+        nonlocal best, best_state
+        log = {"epoch": epoch, "batch": batch, **{k: v / max(n, 1) for k, v in sums.items()},
+               **_valid_metric(policy, split, val_users, config.seed), "elapsed_s": time.time() - start}
+        history.append(log)
+        policy.train()
+        if config.progress:
+            tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
+        if log["NDCG@10"] > best:
+            best, best_state = log["NDCG@10"], copy.deepcopy(policy.state_dict())
+            if config.out is not None:
+                save_lares(policy, config.out, meta={"phase": "rpt", "epoch": epoch, "valid": log})
+
     for epoch in range(config.epochs):
         policy.train()
         batches = length_bucketed_batches(lengths, config.batch_size, rng)
         bar = tqdm(batches, desc=f"RPT epoch {epoch}", disable=not config.progress)
         sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0}, 0
-        for idx in bar:
+        for b, idx in enumerate(bar):
             w = int(lengths[idx].max())
             loss, parts = rpt_batch_loss(policy, reference, torch.from_numpy(inputs[idx, -w:]),
                                          torch.from_numpy(targets[idx]), config, rng, gen)
@@ -339,15 +412,9 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
             bar.set_postfix(reward=f"{parts['reward']:.3f}", kl=f"{parts['kl']:.4f}")
             if config.time_budget_s and time.time() - start > config.time_budget_s:
                 break
-        log = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()},
-               **_valid_metric(policy, split, val_users, config.seed), "elapsed_s": time.time() - start}
-        history.append(log)
-        if config.progress:
-            tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
-        if log["NDCG@10"] > best:
-            best, best_state = log["NDCG@10"], copy.deepcopy(policy.state_dict())
-            if config.out is not None:
-                save_lares(policy, config.out, meta={"phase": "rpt", "epoch": epoch, "valid": log})
+            if config.eval_every and (b + 1) % config.eval_every == 0 and b + 1 < len(batches):
+                validate(epoch, b + 1, sums, n)
+        validate(epoch, len(batches), sums, n)
         if config.time_budget_s and time.time() - start > config.time_budget_s:
             break
     policy.load_state_dict(best_state)
@@ -382,13 +449,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--half", action="store_true", help="store float16 weights (small shipped files)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=SPTConfig.patience)
+    p.add_argument("--lr", type=float, default=SPTConfig.lr, help="SPT learning rate")
+    p.add_argument("--windows", choices=("all", "last"), default="all", help="SPT training windows")
+    p.add_argument("--tau", type=float, default=1.0, help="InfoNCE temperature of TLA/SLA (LARESConfig.tau)")
+    p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
+    p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
+    p.add_argument("--rpt-lr", type=float, default=RPTConfig.lr)
+    p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
+    p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")
+    p.add_argument("--rpt-max-instances", type=int, default=RPTConfig.max_instances)
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
     if args.phase in ("spt", "both"):
         spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users,
-                            seed=args.seed, patience=args.patience, out=args.out)  # best epoch saved as it goes
-        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len), spt_cfg)
+                            seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
+                            init_from=args.init_from, init_layers=not args.no_init_layers,
+                            windows=args.windows)  # the best epoch is saved as it goes
+        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau), spt_cfg)
         save_lares(model, args.out, half=args.half,
                    meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
     else:
@@ -397,7 +475,8 @@ def main(argv: list[str] | None = None) -> None:
         model = load_lares(args.init)
     if args.phase in ("rpt", "both"):
         rpt_cfg = RPTConfig(epochs=args.rpt_epochs, time_budget_s=args.rpt_time_budget, eval_users=args.eval_users,
-                            seed=args.seed)
+                            seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
+                            eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

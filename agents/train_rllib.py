@@ -34,7 +34,9 @@ MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_poli
 @dataclass(frozen=True)
 class RLlibTrainConfig:
     """``training`` goes to ``AlgorithmConfig.training`` as it is (e.g. ``lr``,
-    ``train_batch_size_per_learner``); ``model`` to ``DefaultModelConfig`` (e.g. ``fcnet_hiddens``)."""
+    ``train_batch_size_per_learner``); ``model`` to ``DefaultModelConfig`` (e.g. ``fcnet_hiddens``);
+    ``callbacks`` is an ``RLlibCallback`` subclass (e.g.
+    :func:`agents.deeprec_curriculum.two_stage_rllib_callback`)."""
 
     algo: str = "ppo"
     iterations: int = 10
@@ -47,6 +49,7 @@ class RLlibTrainConfig:
     out_dir: Path | None = None
     address: str | None = None  # None: start Ray locally with this machine's CPUs
     progress: bool = True
+    callbacks: type | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -86,6 +89,8 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
 
     module_name, class_name = ALGORITHMS[config.algo].split(":")
     algo_config = getattr(importlib.import_module(module_name), class_name)()
+    if config.callbacks is not None:
+        algo_config = algo_config.callbacks(config.callbacks)
     return (
         algo_config.environment(f"envs:{env_id}", env_config=config.env_kwargs)
         .env_runners(

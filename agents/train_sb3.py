@@ -7,6 +7,7 @@ a :class:`SB3Policy` that the evaluation harness can run.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "sac": SAC,
 }
 VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+# Policies named in configs beyond SB3's own: name -> (class path, env method giving its layout kwargs)
+CUSTOM_POLICIES = {"PhraseScoringPolicy": ("agents.phrase_policy:PhraseScoringPolicy", "phrase_feature_layout")}
 METADATA_FILE = "recrail.json"  # written next to model.zip: what `load_sb3_policy` needs to reload
 
 
@@ -96,6 +99,8 @@ def train_sb3(
         vec_env_cls=VEC_ENVS[config.vec_env],
     )
     hyperparams = {"policy": "MlpPolicy", **config.hyperparams}
+    if hyperparams["policy"] in CUSTOM_POLICIES:
+        hyperparams.update(_custom_policy(hyperparams, vec_env, env_id))
     out = Path(config.out_dir) if config.out_dir is not None else None
     all_callbacks = list(callbacks or [])
     if out is not None and config.checkpoint_every:
@@ -116,6 +121,18 @@ def train_sb3(
         meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return SB3Policy(model, name=config.algo)
+
+
+def _custom_policy(hyperparams: dict[str, Any], vec_env, env_id: str) -> dict[str, Any]:
+    """``policy`` and ``policy_kwargs`` for a :data:`CUSTOM_POLICIES` name, the layout asked from the env."""
+    name = hyperparams["policy"]
+    path, layout_method = CUSTOM_POLICIES[name]
+    module, cls = path.split(":")
+    if not hasattr(vec_env.envs[0].unwrapped if hasattr(vec_env, "envs") else None, layout_method):
+        raise ValueError(f"policy {name!r} needs an env with {layout_method}() (recrail/TRMRetrieval-v0); {env_id} has none")
+    layout = vec_env.env_method(layout_method, indices=0)[0]
+    return {"policy": getattr(importlib.import_module(module), cls),
+            "policy_kwargs": {**layout, **hyperparams.get("policy_kwargs", {})}}
 
 
 def load_sb3_policy(path: Path | str, algo: str | None = None) -> SB3Policy:

@@ -10,8 +10,11 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
 - Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split,
   one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
-  (p_stop = 1/4) and PPO halting agents trained on the validation targets (SB3; RLlib too when
-  ``--rllib``), with their mean reasoning steps.
+  (p_stop = 1/4) and PPO halting agents trained on the validation targets (SB3; RLlib unless
+  ``--rllib-iterations 0``), with their mean reasoning steps.
+- Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
+  LARES-SPT - SASRec, RPT - SPT (same initial noise), and each PPO agent - fixed_depth_4 (same
+  users, same noise: the env episodes are pinned and seeded identically for every policy).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
 """
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from agents.lares_post_training import RPTConfig, SPTConfig, train_rpt, train_spt
-from benchmarks.stats import mean_ci
+from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
 from simulators.recsys.lares import LARESConfig, dataset_digest, evaluate_ranks, load_lares, save_lares
 from simulators.recsys.loaders import load_dataset
@@ -40,13 +43,17 @@ DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
-STEP_COST = 0.002
+# compute cost per extra reasoning step: on ML-100K's validation users (warm-started SPT model) the
+# NDCG@10 gain of step 2->3 is 0.008 and of 3->4 0.004, so 0.005 makes the depth trade-off matter
+STEP_COST = 0.005
+PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("PPO halting (SB3)", "fixed_depth_4"),
+         ("PPO halting (RLlib)", "fixed_depth_4"))
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
     r = torch.as_tensor(ranks)
-    out = {"policy": name, "users": len(ranks), "note": note}
+    out = {"policy": name, "users": len(ranks), "note": note, "ndcg_per_user": ndcg_at_k(r, 10).numpy()}
     for key, vals in (("NDCG@10", ndcg_at_k(r, 10).numpy()), ("Recall@10", recall_at_k(r, 10).numpy())):
         ci = mean_ci(vals, methods=("percentile",))
         out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
@@ -142,7 +149,8 @@ def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_
 
 
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
-                budget_s: float, max_env_users: int, seed: int = 0) -> dict:
+                budget_s: float, max_env_users: int, step_cost: float = STEP_COST, shaping: bool = False,
+                seed: int = 0) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
@@ -155,11 +163,11 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         model = load_lares(path)
         rows.append(row(name, evaluate_ranks(model, split, "test", model.config.eval_steps, seed=seed),
                         np.full(len(users), model.config.eval_steps), note="depth 4"))
-    base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": STEP_COST, "max_depth": 12}
+    base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
     policies["random_halting"] = random_halting()
-    train_kwargs = {"config": dict(base, split="valid")}
+    train_kwargs = {"config": dict(base, split="valid", shaping=shaping)}  # shaping: a denser training signal
     t0 = time.perf_counter()
     policies["PPO halting (SB3)"] = ppo_sb3(train_kwargs, ppo_timesteps, seed, out_dir / key / "sb3")
     timings["sb3_train_s"] = time.perf_counter() - t0
@@ -179,8 +187,19 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks, steps = halting_episodes(env, env_users, act, seed)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps, note=note))
+    by_name = {r["policy"]: r for r in rows}
+    paired = []
+    for a, b in PAIRS:
+        if a in by_name and b in by_name:
+            d = paired_difference(by_name[a]["ndcg_per_user"], by_name[b]["ndcg_per_user"])
+            ratio = (by_name[a]["steps"] / by_name[b]["steps"]) if by_name[b]["steps"] else None
+            paired.append({"a": a, "b": b, "users": by_name[a]["users"], "NDCG@10_diff": d.estimate,
+                           "lo": d.low, "hi": d.high, "steps_ratio": ratio})
+    for r in rows:
+        del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": _history(spt_path),
-            "rpt_meta": _history(rpt_path), "rows": rows, "timings": timings}
+            "rpt_meta": _history(rpt_path), "rows": rows, "paired": paired, "timings": timings,
+            "step_cost": step_cost, "shaping": shaping}
 
 
 def _history(path: Path) -> list:
@@ -196,6 +215,16 @@ def markdown(results: list[dict]) -> str:
             steps = "" if r["steps"] is None else f"{r['steps']:.2f}"
             lines.append(f"| {r['policy']} | {r['NDCG@10']:.4f} [{r['NDCG@10_lo']:.4f}, {r['NDCG@10_hi']:.4f}] | "
                          f"{r['Recall@10']:.4f} [{r['Recall@10_lo']:.4f}, {r['Recall@10_hi']:.4f}] | {steps} | {r['note']} |")
+        if res.get("paired"):
+            lines += ["", "Paired NDCG@10 differences (same users; 95% bootstrap CI of the mean difference):", "",
+                      "| A - B | users | NDCG@10 diff [95% CI] | steps A / steps B |", "|---|---|---|---|"]
+            for p in res["paired"]:
+                ratio = "" if p["steps_ratio"] is None else f"{p['steps_ratio']:.2f}"
+                lines.append(f"| {p['a']} - {p['b']} | {p['users']} | {p['NDCG@10_diff']:+.4f} "
+                             f"[{p['lo']:+.4f}, {p['hi']:+.4f}] | {ratio} |")
+        if res.get("step_cost") is not None:
+            lines += ["", f"env step cost: {res['step_cost']}; PPO trained with shaping "
+                      f"(0.1 x change of log p(target) per step): {res.get('shaping', False)}"]
         if res["timings"]:
             lines += ["", f"timings: {json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in res['timings'].items()})}"]
         lines.append("")
@@ -203,7 +232,8 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
-         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000) -> None:
+         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000,
+         step_cost: float = STEP_COST, shaping: bool = False) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``."""
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
@@ -214,7 +244,8 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
             continue
         t0 = time.perf_counter()
-        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users)
+        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users,
+                          step_cost, shaping)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -239,5 +270,8 @@ if __name__ == "__main__":
     parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
     parser.add_argument("--max-env-users", type=int, default=3000, help="test users for the env-run policies")
     parser.add_argument("--budget", type=float, default=1800.0, help="SPT seconds when a checkpoint is absent")
+    parser.add_argument("--step-cost", type=float, default=STEP_COST, help="env compute cost per reasoning step")
+    parser.add_argument("--shaping", action="store_true", help="train the PPO agents with the env's shaping reward")
     a = parser.parse_args()
-    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users)
+    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users, a.step_cost,
+         a.shaping)

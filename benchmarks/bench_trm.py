@@ -5,9 +5,14 @@ Per dataset (the synthetic default, ML-100K and Amazon Beauty when ``../shared/d
 1. the preference-aware TRM: the shipped weights (synthetic) or trained here with a bounded
    budget and saved to ``<out>/trm_<key>.pt`` (reused when present); its single-call full-ranking
    NDCG@10 without and with a phrase describing the target;
-2. PPO on ``recrail/TRMRetrieval-v0`` over the *training* users' validation targets with the
-   two-stage reward (SB3: :class:`agents.deeprec_curriculum.TwoStageRewardCallback`; RLlib with 2
-   env runners: the env's ``stage1_episodes`` schedule);
+2. per planner-knowledge level rho (``--planner-knowledge``, the env's ``planner_knowledge``; 0 =
+   the agent knows only the history, as the TRM does): PPO on ``recrail/TRMRetrieval-v0`` over the
+   *training* users' validation targets with the two-stage reward and the env's
+   ``potential_shaping`` (same episode returns, paid per call) (SB3 MaskablePPO with the
+   :class:`agents.phrase_policy.PhraseScoringPolicy` and
+   :class:`agents.deeprec_curriculum.TwoStageRewardCallback`; RLlib PPO with its default MLP, 2 env
+   runners, with :func:`agents.deeprec_curriculum.two_stage_rllib_callback`; stage 1 for the first
+   tenth of the updates / iterations);
 3. paired evaluation on *held-out* users' test targets (disjoint users): every policy plays the
    same seeded episodes; NDCG@10 and Recall@10 with 95% bootstrap CIs, and the paired difference
    to ``single_call`` (the plain TRM's top 10).
@@ -19,7 +24,7 @@ Writes ``<out>/trm.json``, ``<out>/trm.md`` (datasets of earlier runs into the s
 kept) and copies them to ``benchmarks/results/``::
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_trm --out runs/trm
-    nice -n 10 .venv/bin/python -m benchmarks.bench_trm --out runs/trm --only synthetic --no-rllib
+    nice -n 10 .venv/bin/python -m benchmarks.bench_trm --out runs/trm --only synthetic --no-rllib --planner-knowledge 0 0.5
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import torch
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import baseline_names, make_baseline
-from agents.deeprec_curriculum import TwoStageRewardCallback
+from agents.deeprec_curriculum import TwoStageRewardCallback, two_stage_rllib_callback
 from agents.train_sb3 import SB3TrainConfig, train_sb3
 from benchmarks.harness import evaluate_policies
 from simulators.recsys.loaders import load_dataset
@@ -57,12 +62,14 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 ENV_ID = "recrail/TRMRetrieval-v0"
 DATASETS = {"synthetic": None, "ml-100k": "ml-100k", "beauty": "amazon-beauty"}
 TRM_BUDGET = {"ml-100k": TRMTrainConfig(epochs=8, max_minutes=10.0), "beauty": TRMTrainConfig(epochs=6, max_minutes=14.0)}
-# No entropy bonus: with 66 actions the bonus keeps PPO near uniform, and STOP (1 of 66) is never learned.
-PPO_HYPER = {"learning_rate": 1e-3, "n_steps": 128, "batch_size": 256, "n_epochs": 5, "gamma": 1.0, "ent_coef": 0.0}
+# The phrase-scoring policy shares one scorer over the 64 phrase actions (agents/phrase_policy.py);
+# with SB3's MlpPolicy, PPO learned a fixed 8-call script that ignores the observation.
+PPO_HYPER = {"policy": "PhraseScoringPolicy", "learning_rate": 1e-3, "n_steps": 128, "batch_size": 256,
+             "n_epochs": 5, "gamma": 1.0, "ent_coef": 0.01}
 METRICS = ("NDCG@10", "Recall@10", "n_calls", "pool_size", "target_in_pool", "format_ok", "return")
 
 
-def _checkpoint(key: str, out_dir: Path, trm_dir: Path | None) -> tuple[str | None, str | None]:
+def trm_checkpoint(key: str, out_dir: Path, trm_dir: Path | None) -> tuple[str | None, str | None]:
     """(data_path, checkpoint) of a dataset; trains and saves the TRM when no checkpoint exists."""
     folder = DATASETS[key]
     if folder is None:
@@ -91,18 +98,19 @@ def _summary_rows(report, policies: list[str]) -> dict:
     return out
 
 
-def run_dataset(key: str, out_dir: Path, args: argparse.Namespace) -> dict:
-    """TRM quality, PPO training and the paired held-out evaluation on one dataset."""
+def run_dataset(key: str, rho: float, out_dir: Path, args: argparse.Namespace) -> dict:
+    """TRM quality, PPO training and the paired held-out evaluation on one dataset at knowledge ``rho``."""
     t0 = time.perf_counter()
-    data_path, ckpt = _checkpoint(key, out_dir, args.trm_dir)
+    data_path, ckpt = trm_checkpoint(key, out_dir, args.trm_dir)
     world = load_trm_world(data_path, ckpt)
     trm = {
         "plain": evaluate_trm(world, "test"),
         "describing_phrase": evaluate_trm(world, "test", describe_target=True),
         "n_phrases": len(world.vocabulary),
     }
-    base = {"data_path": data_path, "checkpoint": ckpt}
-    train_cfg = {**base, "users": "train", "stage": "valid"}
+    base = {"data_path": data_path, "checkpoint": ckpt, "planner_knowledge": rho}
+    run = f"{key}_k{rho:g}"
+    train_cfg = {**base, "users": "train", "stage": "valid", "potential_shaping": True}  # same returns, denser credit
     eval_cfg = {**base, "users": "heldout", "stage": "test"}
     policies = {name: make_baseline(ENV_ID, name) for name in baseline_names(ENV_ID)}
     timings = {}
@@ -110,10 +118,11 @@ def run_dataset(key: str, out_dir: Path, args: argparse.Namespace) -> dict:
 
     t = time.perf_counter()
     sb3_cfg = SB3TrainConfig(
-        algo="ppo", timesteps=args.timesteps, n_envs=4, seed=args.seed, hyperparams=PPO_HYPER,
-        env_kwargs={"config": train_cfg}, out_dir=out_dir / f"ppo_sb3_{key}", progress=False,
+        algo="maskable_ppo", timesteps=args.timesteps, n_envs=4, seed=args.seed, hyperparams=PPO_HYPER,
+        env_kwargs={"config": train_cfg}, out_dir=out_dir / f"ppo_sb3_{run}", progress=False,
     )
     stage1_updates = max(1, args.timesteps // (4 * PPO_HYPER["n_steps"]) // 10)  # first tenth of the updates
+    stage1_iterations = max(1, args.rllib_iterations // 10)
     policies["ppo_sb3"] = train_sb3(ENV_ID, sb3_cfg, callbacks=[TwoStageRewardCallback(stage1_updates)])
     timings["ppo_sb3_train_s"] = time.perf_counter() - t
 
@@ -125,7 +134,8 @@ def run_dataset(key: str, out_dir: Path, args: argparse.Namespace) -> dict:
             algo="ppo", iterations=args.rllib_iterations, num_env_runners=2, seed=args.seed,
             training={"train_batch_size_per_learner": 2000, "minibatch_size": 256, "num_epochs": 5, "lr": 1e-3,
                       "gamma": 1.0, "entropy_coeff": 0.0},
-            env_kwargs={"config": {**train_cfg, "stage1_episodes": 100}}, out_dir=out_dir / f"ppo_rllib_{key}", progress=False,
+            env_kwargs={"config": train_cfg}, out_dir=out_dir / f"ppo_rllib_{run}", progress=False,
+            callbacks=two_stage_rllib_callback(stage1_iterations),
         )
         try:
             policies["ppo_rllib"] = train_rllib(ENV_ID, rl_cfg)
@@ -138,17 +148,19 @@ def run_dataset(key: str, out_dir: Path, args: argparse.Namespace) -> dict:
         ENV_ID, policies, episodes=args.episodes, seed=100_000, env_kwargs={"config": eval_cfg},
         reference="single_call", progress=False,
     )
-    report.write(out_dir / f"eval_{key}")
+    report.write(out_dir / f"eval_{run}")
     timings["evaluation_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     return {
         "dataset": key,
+        "planner_knowledge": rho,
         "n_users": world.dataset.n_users,
         "n_items": world.n_items,
         "trm": trm,
         "episodes": args.episodes,
         "ppo_timesteps": args.timesteps,
         "sb3_stage1_updates": stage1_updates,
+        "rllib_stage1_iterations": stage1_iterations if args.rllib else None,
         "policies": _summary_rows(report, list(policies)),
         "rllib_error": rllib_error,
         "timings": timings,
@@ -157,7 +169,7 @@ def run_dataset(key: str, out_dir: Path, args: argparse.Namespace) -> dict:
 
 def measure_speed(key: str, out_dir: Path, args: argparse.Namespace, seconds: float = 8.0) -> dict:
     """Env steps/s and TRM calls/s, scalar env vs native vector env (random actions)."""
-    data_path, ckpt = _checkpoint(key, out_dir, args.trm_dir)
+    data_path, ckpt = trm_checkpoint(key, out_dir, args.trm_dir)
     cfg = {"data_path": data_path, "checkpoint": ckpt}
     result = {}
     env = gym.make(ENV_ID, config=cfg).unwrapped
@@ -210,18 +222,21 @@ def markdown(results: dict) -> str:
         "",
         f"Machine: {results['machine']}; torch threads {results['torch_threads']}. "
         "Held-out users (disjoint from PPO's training users), test targets, paired episodes; "
-        "mean [95% bootstrap CI]; difference = policy - single_call per episode.",
+        "mean [95% bootstrap CI]; difference = policy - single_call per episode. "
+        "Planner knowledge rho: the probability that the observation's hint phrase describes the target "
+        "(0 = the agent sees only the history, like the TRM; see `envs/trm_retrieval.py`).",
         "",
     ]
     for ds in results["datasets"]:
         trm = ds["trm"]
         lines += [
-            f"## {ds['dataset']} ({ds['n_users']} users, {ds['n_items']} items, {trm['n_phrases']} phrases)",
+            f"## {ds['dataset']}, planner knowledge {ds.get('planner_knowledge', 0.0):g} "
+            f"({ds['n_users']} users, {ds['n_items']} items, {trm['n_phrases']} phrases)",
             "",
             f"TRM single call, all test users, full ranking: NDCG@10 {trm['plain']['NDCG@10']:.4f} without preference, "
             f"{trm['describing_phrase']['NDCG@10']:.4f} with a phrase describing the target.",
             "",
-            f"{ds['episodes']} episodes per policy; PPO {ds['ppo_timesteps']} env steps (SB3). "
+            f"{ds['episodes']} episodes per policy; MaskablePPO {ds['ppo_timesteps']} env steps (SB3). "
             f"Reproduce: `{ds['command']}`",
             "",
             "| policy | NDCG@10 | Recall@10 | NDCG@10 - single_call | Recall@10 - single_call | calls | pool |",
@@ -248,10 +263,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _command(key: str, args: argparse.Namespace) -> str:
+def _command(key: str, rho: float, args: argparse.Namespace) -> str:
     """The command line that reproduces one dataset's numbers."""
     rllib = f"--rllib-iterations {args.rllib_iterations}" if args.rllib else "--no-rllib"
-    return (f"nice -n 10 .venv/bin/python -m benchmarks.bench_trm --out runs/trm --only {key} "
+    return (f"nice -n 10 .venv/bin/python -m benchmarks.bench_trm --out runs/trm --only {key} --planner-knowledge {rho:g} "
             f"--timesteps {args.timesteps} --episodes {args.episodes} {rllib} --seed {args.seed}")
 
 
@@ -265,6 +280,8 @@ def main(out_dir: Path, argv: list[str] | None = None) -> None:
     parser.add_argument("--no-speed", dest="speed", action="store_false")
     parser.add_argument("--trm-dir", type=Path, default=None, help="where TRM checkpoints are read/written (default: out)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--planner-knowledge", type=float, nargs="+", default=[0.0, 0.5],
+                        help="env planner_knowledge levels to train and evaluate at")
     args = parser.parse_args(argv or [])
     torch.set_num_threads(1)
     out_dir = Path(out_dir)
@@ -279,18 +296,26 @@ def main(out_dir: Path, argv: list[str] | None = None) -> None:
     previous = out_dir / "trm.json"
     if previous.is_file():  # datasets run earlier into the same folder are kept (re-run ones replaced)
         old = json.loads(previous.read_text())
-        results["datasets"] = [d for d in old.get("datasets", []) if d["dataset"] not in keys]
+        runs = {(k, rho) for k in keys for rho in args.planner_knowledge}
+        results["datasets"] = [d for d in old.get("datasets", []) if (d["dataset"], d.get("planner_knowledge", 0.0)) not in runs]
         results["speed"] = old.get("speed", {})
     for key in keys:
-        results["datasets"].append({**run_dataset(key, out_dir, args), "command": _command(key, args)})
-        (out_dir / "trm.json").write_text(json.dumps(results, indent=2))
+        for rho in args.planner_knowledge:
+            results["datasets"].append({**run_dataset(key, rho, out_dir, args), "command": _command(key, rho, args)})
+            results["datasets"].sort(key=lambda d: (list(DATASETS).index(d["dataset"]), d.get("planner_knowledge", 0.0)))
+            (out_dir / "trm.json").write_text(json.dumps(results, indent=2))
     if args.speed:
         for key in [k for k in ("synthetic", "beauty") if DATASETS[k] is None or (DATA / DATASETS[k]).is_dir()]:
             results["speed"][key] = measure_speed(key, out_dir, args)
-    (out_dir / "trm.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "trm.md").write_text(markdown(results))
+    write_results(out_dir, "trm", results, markdown(results))
+
+
+def write_results(out_dir: Path, stem: str, results, text: str) -> None:
+    """``<out_dir>/<stem>.json`` and ``.md``, copied to ``benchmarks/results/``."""
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out_dir / f"{stem}.md").write_text(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in ("trm.json", "trm.md"):
+    for name in (f"{stem}.json", f"{stem}.md"):
         shutil.copy(out_dir / name, RESULTS / name)
 
 

@@ -69,6 +69,7 @@ ACTION_MODES = ("halt", "residual")
 CONTINUE, STOP = 0, 1
 _NONE = np.zeros(0, dtype=np.int64)  # "no slots"
 _MASKED = -1e9  # finite score of history items: exp() underflows to 0 and 0 * fill stays 0
+_BLOCK = 128  # score columns per block of the two-level top-2 search
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,21 @@ class ReasoningBatch:
         self.mask = torch.zeros(n, 1, self.L, self.L, dtype=torch.bool)
         self.T = torch.zeros(n, self.L, self.d)
         self.targets = torch.ones(n, dtype=torch.long)
-        # history items per slot as padded indices (0 = padding, itself excluded): scattering -inf
-        # into a few columns is far cheaper than a dense [n, n_items] mask
-        width = max(len(seq) for seq in self.split.dataset.sequences) + 1
-        self.history = torch.zeros(n, width, dtype=torch.long)
+        # history items per slot as padded indices (0 = padding, itself masked): scattering into a
+        # few columns is far cheaper than a dense [n, n_items] mask
+        self.width = max(self.L, max(len(seq) for seq in self.split.dataset.sequences) + 1)
+        self.history = torch.zeros(n, self.width, dtype=torch.long)
+        # per-step scores go to preallocated buffers (no 10 MB allocations per step), padded to whole
+        # blocks; padding columns get zero embeddings and are masked after each product
+        self.block = max(2, min(_BLOCK, (self.n_items + 1) // 2))  # >= 2 blocks of >= 2 columns
+        self.n_cols = max(2, -(-(self.n_items + 1) // self.block)) * self.block
+        emb = self.model.item_embedding.weight.detach()
+        self.emb_t = torch.cat([emb, emb.new_zeros(self.n_cols - len(emb), self.d)]).T
+        self.scores = torch.empty(n, self.n_cols)
+        self.work = torch.empty(n, self.n_cols)
+        # when n_cols * exp(bound) stays below float32's max (e^88), neither exp(score) nor its sum can
+        # overflow (nor can the top score's exp underflow): then the softmax needs no max-shift pass
+        self.shift = self.score_bound() + np.log(self.n_cols) > 85.0
         self.users = np.zeros(n, dtype=np.int64)
         self.depth = np.zeros(n, dtype=np.int64)
         self.rank = np.zeros(n, dtype=np.int64)
@@ -177,16 +189,11 @@ class ReasoningBatch:
         """One reasoning step for slots ``cont`` (plus their refinements) and the first step of new
         episodes in slots ``begin``; returns the change of log p(target) of the ``cont`` slots."""
         if len(begin):
-            inputs, targets = self.split.batch(begin_stage, begin_users, self.L)
-            H, mask = self.model.prepare(inputs)
+            # the whole left-padded input sequence is both the history and (its tail) the model input
+            history, targets = self.split.batch(begin_stage, begin_users, self.width)
+            H, mask = self.model.prepare(history[:, -self.L:])
             self.H[begin], self.mask[begin], self.targets[begin] = H, mask, targets
-            hist = self.split.history_mask(begin_stage, begin_users)
-            rows, cols = hist.nonzero(as_tuple=True)  # row-major, so each row's items are contiguous
-            counts = hist.sum(1)
-            pos = torch.arange(len(rows)) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-            ids = torch.zeros(len(begin), self.history.shape[1], dtype=torch.long)
-            ids[rows, pos] = cols
-            self.history[begin] = ids
+            self.history[begin] = history
             self.T[begin] = self.model.config.init_scale * torch.from_numpy(begin_noise)
             self.users[begin], self.depth[begin] = begin_users, 0
         slots = np.sort(np.concatenate([cont, begin]))
@@ -202,39 +209,60 @@ class ReasoningBatch:
         T = self.model.step(T, self.H[sel], self.mask[sel])
         self.T[sel] = T
         h = T[:, -1]
-        scores = self._masked_scores(h, sel)
-        top2 = scores.topk(2, dim=1).values
-        e = (scores - top2[:, :1]).exp_()  # softmax numerator, shifted by the max
-        z = e.sum(1)
-        mean_score = torch.bmm(e.unsqueeze(1), scores.unsqueeze(2)).view(-1) / z
-        lse = top2[:, 0] + z.log()
-        entropy = lse - mean_score
+        top1, margin, entropy, logp = self.ranking_stats(h, sel)
         old = self.logp[cont].copy()
-        self.logp[slots] = (scores.gather(1, self.targets[sel, None]).squeeze(1) - lse).double().numpy()
+        self.logp[slots] = logp.double().numpy()
         self.depth[slots] += 1
         obs = self.obs[slots]
         obs[:, : self.d] = h.numpy()
         obs[:, self.d] = self.depth[slots] / self.horizon
-        obs[:, self.d + 1] = top2[:, 0].numpy()
-        obs[:, self.d + 2] = (top2[:, 0] - top2[:, 1]).numpy()
+        obs[:, self.d + 1] = top1.numpy()
+        obs[:, self.d + 2] = margin.numpy()
         obs[:, self.d + 3] = np.clip(entropy.numpy() / np.log(self.n_items), 0.0, 1.0)  # float round-off only
         self.obs[slots] = obs
         return self.logp[cont] - old
 
-    def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> torch.Tensor:
-        """Scores with the history masked; the target always stays ranked (as in ``metrics.target_ranks``)."""
-        scores = h @ self.model.item_embedding.weight.T
+    def ranking_stats(self, h: torch.Tensor, sel: slice | torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top score, top-1 minus top-2 margin, softmax entropy (nats) and the target's log-prob of the
+        history-masked scores of ``h`` ``[k, d]``, in one product and three passes over the scores.
+
+        Top-2 is two-level (block maxima, then the winning block), much cheaper than ``topk`` over
+        all items; the entropy is ``log Z - sum_j e_j x_j / Z`` with ``e = exp(x)``, computed in place in
+        the preallocated buffers, where ``x = s - max`` only if the weight-derived score bound allows
+        an overflow (``self.shift``), else ``x = s``.
+        """
+        k = len(h)
+        s, target = self._masked_scores(h, sel)
+        blocks = s.view(k, -1, self.block)
+        best2, where = blocks.amax(2).topk(2, dim=1)
+        inner2 = blocks[torch.arange(k), where[:, 0]].topk(2, dim=1).values
+        top1 = best2[:, 0]
+        margin = top1 - torch.maximum(best2[:, 1], inner2[:, 1])
+        shift = top1 if self.shift else torch.zeros(k)
+        x = s.sub_(shift[:, None]) if self.shift else s
+        e = torch.exp(x, out=self.work[:k])
+        z = e.sum(1)
+        log_z = z.log()
+        entropy = log_z - e.mul_(x).sum(1) / z
+        return top1, margin, entropy, target.squeeze(1) - shift - log_z
+
+    def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[k, n_cols]`` of ``h`` ``[k, d]`` with the history and the padding columns masked (a view
+        of the reused buffer) and the target's score ``[k, 1]``; the target always stays ranked (as in
+        ``metrics.target_ranks``)."""
+        s = torch.mm(h, self.emb_t, out=self.scores[:len(h)])
+        s[:, self.n_items + 1:] = _MASKED
         targets = self.targets[sel, None]
-        target = scores.gather(1, targets)
-        return scores.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target)
+        target = s.gather(1, targets)
+        return s.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target), target
 
     @torch.no_grad()
     def finish(self, slots: np.ndarray) -> np.ndarray:
         """Final 0-based rank of the target of each slot (full ranking, history masked); stored in ``rank``."""
         if len(slots):
             sel = torch.from_numpy(slots)
-            scores = self._masked_scores(self.T[sel][:, -1], sel)
-            target = scores.gather(1, self.targets[sel, None])
+            scores, target = self._masked_scores(self.T[sel][:, -1], sel)
             self.rank[slots] = ((scores >= target).sum(1) - 1).numpy()
         return self.rank[slots]
 
@@ -259,11 +287,9 @@ class ReasoningBatch:
         |gamma_i| sqrt(d - 1) + |beta_i|`` and ``|score| <= ||h|| max_j ||e_j||`` (1% slack for
         float round-off).
         """
-        ln = self.model.core_block[-1].ln2
-        gamma, beta = ln.weight.detach().abs().numpy(), ln.bias.detach().abs().numpy()
+        gamma, beta = self._output_ln()
         h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
-        norm_max = float(gamma.max() * np.sqrt(self.d) + np.linalg.norm(beta))
-        s_max = 1.01 * norm_max * float(self.model.item_embedding.weight.detach().norm(dim=1).max())
+        s_max = self.score_bound()
         low = np.concatenate([-h_max, [0.0, -s_max, 0.0, 0.0]]).astype(np.float32)
         high = np.concatenate([h_max, [1.0, s_max, 2 * s_max, 1.0]]).astype(np.float32)
         obs_space = spaces.Box(low, high, dtype=np.float32)
@@ -271,6 +297,16 @@ class ReasoningBatch:
             return obs_space, spaces.Discrete(2)
         k = self.config.residual_dim
         return obs_space, spaces.Box(-1.0, 1.0, (k,), dtype=np.float32)
+
+    def _output_ln(self) -> tuple[np.ndarray, np.ndarray]:
+        ln = self.model.core_block[-1].ln2
+        return ln.weight.detach().abs().numpy(), ln.bias.detach().abs().numpy()
+
+    def score_bound(self) -> float:
+        """Bound of ``|score|`` (see :meth:`spaces`)."""
+        gamma, beta = self._output_ln()
+        norm_max = float(gamma.max() * np.sqrt(self.d) + np.linalg.norm(beta))
+        return 1.01 * norm_max * float(self.model.item_embedding.weight.detach().norm(dim=1).max())
 
     def eligible_users(self, stage: str) -> np.ndarray:
         return self.split.users(stage)
@@ -365,7 +401,7 @@ class LatentReasoningEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         with torch.no_grad():
-            scores = b._masked_scores(b.T[:1, -1], slice(0, 1))[0]
+            scores = b._masked_scores(b.T[:1, -1], slice(0, 1))[0][0]
         top = torch.softmax(scores, 0).topk(20)
         img = np.full((100, 200, 3), 255, dtype=np.uint8)
         for j, (p, item) in enumerate(zip(top.values.tolist(), top.indices.tolist())):

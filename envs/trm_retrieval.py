@@ -20,17 +20,29 @@ was retrieved (Zheng, Wang, Liu et al., 2025; protocol and rewards in
   phrase calls; none: the term is 0) and ``w = ranker_preference_weight`` (0.5); the top 10 are the
   recommendation list, ties to the item retrieved first. So the stated preferences re-rank the
   pool, and a plain call alone reproduces the plain TRM's top 10.
-- **Observation** ``Box(-1, 1, (2H + 3V + 3,), float32)``, H = TRM hidden size, in order: the unit
+- **Observation** ``Box(-1, 1, (2H + 4V + 3,), float32)``, H = TRM hidden size, in order: the unit
   sequence state of the history (H); the history's phrase profile (V: share of history items each
   phrase describes); the mean unit TRM vector of the pool (H, zeros when empty); the pool's phrase
   profile (V); pool size / (20 x max_calls); which actions were used (V + 1: phrases and the
-  plain call); calls made / max_calls.
+  plain call); calls made / max_calls; the planner's hint (V: one-hot, all zeros when
+  ``planner_knowledge`` is 0).
+- **Planner knowledge** (``planner_knowledge`` = rho, default 0): DeepRec's planner is an LLM that
+  knows items and users beyond the TRM. With rho = 0 the agent sees only what the TRM sees (the
+  history), and then no phrase policy we measured beats the plain call (``bench_trm_headroom``).
+  With rho > 0 each episode draws a hint phrase: with probability rho one of the vocabulary
+  phrases describing the target, otherwise a uniformly random phrase; the agent is not told which.
+  It simulates a planner whose prior knowledge is right a fraction rho of the time.
 - **Reward**: 0 per call; at the end the DeepRec reward (format + process in stage 1, format +
   outcome in stage 2; see the protocol module). STOP before any call is a format violation ("no
   tool call"): reward -1, empty list. ``reward_stage`` is a config switch; ``stage1_episodes`` > 0
   makes the env itself use stage 1 for its first N episodes (a two-stage curriculum that works
   under any trainer), and :meth:`TRMRetrievalEnv.set_reward_stage` sets the stage explicitly
-  (what :mod:`agents.deeprec_curriculum` calls).
+  (what :mod:`agents.deeprec_curriculum` calls). ``potential_shaping`` (off by default) pays the
+  same return spread over the steps: with Phi(s) = the reward the episode would get if it stopped
+  in s (Phi = 0 before the first call), a call earns Phi(s') - Phi(s) and the last step the final
+  reward - Phi(s). The rewards of an episode sum to the unshaped final reward exactly (potential-
+  based shaping with gamma = 1, Ng et al. 1999: the same optimal policies), but each call's effect
+  on the ranked list is paid when it is made, which is what PPO needs to find short call sequences.
 - **Termination**: STOP or the 8th call (terminated); nothing truncates.
 - **render**: "ansi" (user, target, calls, pool) or "rgb_array" (the observation as a colour strip).
 - **info**: ``n_calls``, ``pool_size``, ``reward_stage``; at the end ``kpis`` = Recall@1/5/10,
@@ -58,7 +70,7 @@ from simulators.recsys.preference_trm import TRMWorld, load_trm_world
 USER_SETS = ("all", "train", "heldout")
 SPLIT_STAGES = ("valid", "test")
 _PARTITION_SEED = 20250601
-_TARGET_FROM_END = {"valid": 2, "test": 1}  # leave-one-out: the stage's target is sequence[-cut]
+TARGET_FROM_END = {"valid": 2, "test": 1}  # leave-one-out: the stage's target is sequence[-cut]
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class TRMRetrievalConfig:
     reward_stage: int = 2
     stage1_episodes: int = 0
     ranker_preference_weight: float = 0.5
+    planner_knowledge: float = 0.0
+    potential_shaping: bool = False
 
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, allowed: str) -> None:
@@ -94,6 +108,8 @@ class TRMRetrievalConfig:
         check("reward_stage", self.reward_stage in (1, 2), "1 or 2")
         check("stage1_episodes", isinstance(self.stage1_episodes, int) and self.stage1_episodes >= 0, "an int >= 0")
         check("ranker_preference_weight", self.ranker_preference_weight >= 0, "a float >= 0")
+        check("planner_knowledge", 0.0 <= self.planner_knowledge <= 1.0, "a float in [0, 1]")
+        check("potential_shaping", isinstance(self.potential_shaping, bool), "True or False")
         check("data_path", self.data_path is None or isinstance(self.data_path, str), "None or a path string")
         check("checkpoint", self.checkpoint is None or isinstance(self.checkpoint, str), "None or a path string")
 
@@ -137,13 +153,16 @@ class RetrievalEpisodes:
         self.exclude = torch.zeros(n, n_items + 1, dtype=torch.bool)
         self.pool: list[dict[int, int]] = [{} for _ in range(n)]
         self.prefs: list[list[np.ndarray]] = [[] for _ in range(n)]
+        self.hint = np.full(n, -1, dtype=np.int64)  # the hinted phrase index, -1 = none
+        self.phi = np.zeros(n)  # potential_shaping: the reward if the episode stopped now
+        self.final_list: list[list[int]] = [[] for _ in range(n)]  # each slot's last recommended list
         self._item_has = world.vocabulary.item_has.astype(np.float32)  # [V, n+1]
         # Observation layout: consecutive blocks of these widths (see the module docstring).
         widths = {"hist": self.H, "hist_profile": self.V, "pool_mean": self.H, "pool_profile": self.V,
-                  "pool_size": 1, "used": self.V + 1, "turn": 1}
+                  "pool_size": 1, "used": self.V + 1, "turn": 1, "hint": self.V}
         ends = np.cumsum(list(widths.values()))
         self._slices = {k: slice(int(e - w), int(e)) for (k, w), e in zip(widths.items(), ends)}
-        self.obs_dim = int(ends[-1])  # 2H + 3V + 3
+        self.obs_dim = int(ends[-1])  # 2H + 4V + 3
         self.obs = np.zeros((n, self.obs_dim), dtype=np.float32)
 
     def _o(self, part: str) -> slice:
@@ -164,19 +183,40 @@ class RetrievalEpisodes:
         inputs, targets = self.world.split.batch(self.config.stage, self.user[slots], self.world.model.config.max_len)
         exclude = self.world.split.history_mask(self.config.stage, self.user[slots])
         states = self.world.sequence_states(inputs)
-        for j, slot in enumerate(slots):
+        for j, (slot, rng) in enumerate(zip(slots, rngs)):
             self.target[slot] = int(targets[j])
             self.exclude[slot] = exclude[j]
             self.states[slot] = states[j]
-            cut = _TARGET_FROM_END[self.config.stage]
+            cut = TARGET_FROM_END[self.config.stage]
             hist = self.world.dataset.sequences[self.user[slot]][:-cut]
             self.history[slot] = hist
             self.pool[slot] = {}
             self.prefs[slot] = []
+            self.phi[slot] = 0.0
             o = self.obs[slot]
             o[:] = 0.0
             o[self._o("hist")] = torch.nn.functional.normalize(states[j], dim=0).numpy()
             o[self._o("hist_profile")] = self._item_has[:, hist].mean(axis=1)
+            self.hint[slot] = self._draw_hint(rng, self.target[slot])
+            if self.hint[slot] >= 0:
+                o[self._o("hint").start + self.hint[slot]] = 1.0
+
+    def _draw_hint(self, rng: np.random.Generator, target: int) -> int:
+        """The planner's hint phrase (see the module docstring); -1 when ``planner_knowledge`` is 0."""
+        rho = self.config.planner_knowledge
+        if rho == 0.0:  # draw nothing: episodes stay identical to an env without the option
+            return -1
+        describing = np.flatnonzero(self._item_has[:, target])
+        if rng.random() < rho and describing.size:
+            return int(rng.choice(describing))
+        return int(rng.integers(self.V))
+
+    def action_masks(self) -> np.ndarray:
+        """bool[n, V + 2]: phrases and the plain call not used yet; STOP once a call was made."""
+        masks = np.ones((self.n, self.V + 2), dtype=bool)
+        masks[:, : self.V + 1] = self.obs[:, self._o("used")] == 0.0
+        masks[:, self.V + 1] = self.obs[:, self._o("turn").start] > 0.0
+        return masks
 
     def call(self, slots: list[int], preferences: np.ndarray, used: list[int | None]) -> np.ndarray:
         """One TRM call per slot (batched): the top 20 (int64[len(slots), 20]) join each pool."""
@@ -214,6 +254,21 @@ class RetrievalEpisodes:
         scores = cos[0] + (self.config.ranker_preference_weight * cos[1:].mean(axis=0) if stated else 0.0)
         order = sorted(range(len(items)), key=lambda j: (-scores[j], j))  # ties: retrieved first
         return [items[j] for j in order]
+
+    def end(self, slot: int, stage: int) -> tuple[float, dict]:
+        """Reward and end-of-episode info if the episode stopped now (the env's ranker makes the list)."""
+        ok = self.n_calls(slot) > 0
+        self.final_list[slot] = self.ranked_pool(slot)[:LIST_SIZE] if ok else []
+        return self.finish(slot, self.final_list[slot], ok, stage)
+
+    def step_reward(self, slot: int, final: float | None, stage: int) -> float:
+        """The reward of a step: ``final`` at the end (None: not the end), 0 before; with
+        ``potential_shaping`` the change of Phi (see the module docstring)."""
+        if not self.config.potential_shaping:
+            return 0.0 if final is None else final
+        previous = self.phi[slot]
+        self.phi[slot] = self.end(slot, stage)[0] if final is None else 0.0
+        return (self.phi[slot] if final is None else final) - previous
 
     def finish(self, slot: int, final: list[int], format_ok: bool, stage: int) -> tuple[float, dict]:
         """Score the final list: (reward, info entries ``kpis`` and ``reward_terms``)."""
@@ -309,16 +364,14 @@ class TRMRetrievalEnv(gym.Env):
         if a == self.STOP or self.episodes.n_calls(0) >= self.config.max_calls:
             reward, info = self._finish()
             terminated = True
+        reward = self.episodes.step_reward(0, reward if terminated else None, self.reward_stage)
         info.update(self._info())
         return self.episodes.obs[0].copy(), float(reward), terminated, False, info
 
     def _finish(self) -> tuple[float, dict]:
-        ok = self.episodes.n_calls(0) > 0
-        final = self.episodes.ranked_pool(0)[:LIST_SIZE] if ok else []
-        reward, info = self.episodes.finish(0, final, ok, self.reward_stage)
+        reward, info = self.episodes.end(0, self.reward_stage)
         self._schedule.finished += 1
         self._done = True
-        self._last_list = final
         return reward, info
 
     def _info(self) -> dict:
@@ -327,6 +380,22 @@ class TRMRetrievalEnv(gym.Env):
             "pool_size": len(self.episodes.pool[0]),
             "reward_stage": self.reward_stage,
         }
+
+    def action_masks(self) -> np.ndarray:
+        """bool[V + 2] for MaskablePPO: repeating a call only re-retrieves the same items, and STOP
+        before any call is a format violation, so both are masked (the env still accepts them)."""
+        return self.episodes.action_masks()[0]
+
+    def phrase_feature_layout(self) -> dict:
+        """The per-phrase observation blocks (first column of each V-wide block: history share, pool
+        share, used, hinted), for :class:`agents.phrase_policy.PhraseScoringPolicy`."""
+        blocks = [self.episodes._o(part).start for part in ("hist_profile", "pool_profile", "used", "hint")]
+        return {"n_phrases": self.V, "phrase_blocks": blocks}
+
+    def hint(self) -> int | None:
+        """The planner's hint phrase index of this episode, or None (``planner_knowledge`` = 0)."""
+        h = int(self.episodes.hint[0])
+        return None if h < 0 else h
 
     def history_profile(self) -> np.ndarray:
         """float32[V]: share of the current user's history items each phrase describes."""
@@ -395,6 +464,10 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         self._schedules = [_StageSchedule(self.config) for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
 
+    def action_masks(self) -> np.ndarray:
+        """bool[num_envs, V + 2]: each sub-env's mask (see :meth:`TRMRetrievalEnv.action_masks`)."""
+        return self.episodes.action_masks()
+
     def set_reward_stage(self, stage: int) -> None:
         """Switch every sub-env's reward stage."""
         for s in self._schedules:
@@ -439,12 +512,13 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         for i in range(self.num_envs):
             if i in resetting:
                 continue
+            stage = self._schedules[i].current()
             if acts[i] == self.STOP or self.episodes.n_calls(i) >= self.config.max_calls:
-                ok = self.episodes.n_calls(i) > 0
-                final = self.episodes.ranked_pool(i)[:LIST_SIZE] if ok else []
-                reward, info = self.episodes.finish(i, final, ok, self._schedules[i].current())
+                reward, info = self.episodes.end(i, stage)
                 self._schedules[i].finished += 1
-                rewards[i], terminated[i] = reward, True
+                rewards[i], terminated[i] = self.episodes.step_reward(i, reward, stage), True
                 self._needs_reset[i] = True
                 infos = self._add_info(infos, info, i)
+            else:
+                rewards[i] = self.episodes.step_reward(i, None, stage)
         return self.episodes.obs.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos

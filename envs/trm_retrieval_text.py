@@ -6,7 +6,9 @@ driven by text so that any language model can act (an adapter for Hugging Face c
 
 - **Observation** ``Text``: the prompt: the task and protocol, the user's last 20 items as numbered
   titles with their categories, then every call made so far (the stated phrases and the returned
-  numbered title list inside ``<|begin_of_item_list|> ... <|end_of_item_list|>``). Titles are cut to
+  numbered title list inside ``<|begin_of_item_list|> ... <|end_of_item_list|>``); with
+  ``planner_knowledge`` > 0 a line after the history gives the episode's hint phrase (see
+  :mod:`envs.trm_retrieval`: right with probability ``planner_knowledge``). Titles are cut to
   60 characters, categories to 60; echoed phrases keep only characters of the observation charset
   (others become "?"). The space's charset is built from the prompt template and the dataset's
   titles and categories, and its ``max_length`` is the longest prompt the protocol allows, so the
@@ -62,6 +64,7 @@ INSTRUCTIONS = (
     "line, chosen from the items the tool returned. Write nothing after the answer.\n"
 )
 HISTORY_HEADER = "User history (oldest first):\n"
+HINT_HEADER = "Hint (may be wrong): the user may want "
 
 
 def _categories(attrs: tuple[str, ...]) -> str:
@@ -76,6 +79,11 @@ class TRMRetrievalTextEnv(gym.Env):
 
     def __init__(self, config: TRMRetrievalConfig | dict | None = None, render_mode: str | None = None, **overrides) -> None:
         self.config = make_config(TRMRetrievalConfig, config, **overrides)
+        if self.config.potential_shaping:
+            raise ValueError(
+                "potential_shaping=True is not supported in text mode (the final list is the agent's own answer, "
+                "so there is no list to score before it); allowed: False, or use recrail/TRMRetrieval-v0"
+            )
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode {render_mode!r} is not supported; allowed: None, 'ansi'")
         self.render_mode = render_mode
@@ -85,7 +93,7 @@ class TRMRetrievalTextEnv(gym.Env):
         self._shown = [display_title(t) for t in ds.item_titles]
         self._cats = [_categories(a) for a in ds.item_attributes]
         chars = set(INSTRUCTIONS) | set(string.digits) | set(". ()?;:\n") | set("".join(self._shown)) | set("".join(self._cats))
-        chars |= set(HISTORY_HEADER + self._footer(0) + self._call_header(1))
+        chars |= set(HISTORY_HEADER + HINT_HEADER + self._footer(0) + self._call_header(1))
         self.charset = frozenset(chars)
         self.observation_space = gym.spaces.Text(max_length=self._max_prompt_chars(), min_length=1, charset=self.charset)
         self.action_space = gym.spaces.Text(
@@ -127,14 +135,17 @@ class TRMRetrievalTextEnv(gym.Env):
             len(self._call_header(self.config.max_calls)) + len(f"{BEGIN_PREFERENCE}  {END_PREFERENCE}\n") + phrases
             + len(BEGIN_ITEM_LIST) + 1 + RETRIEVE_K * (len(f"{RETRIEVE_K}. ") + MAX_TITLE_CHARS + 1) + len(END_ITEM_LIST) + 1
         )
-        head = len(INSTRUCTIONS) + len(HISTORY_HEADER) + max_len * hist_line + 1
+        head = len(INSTRUCTIONS) + len(HISTORY_HEADER) + max_len * hist_line + 1 + len(HINT_HEADER) + MAX_PHRASE_CHARS + 1
         return head + self.config.max_calls * call + len(self._footer(self.config.max_calls))
 
     def _render_prompt(self) -> str:
         hist = self.episodes.history[0][-self.world.model.config.max_len :].tolist()
         parts = [INSTRUCTIONS, HISTORY_HEADER, self._item_lines(hist, True), "\n"]
+        hint = int(self.episodes.hint[0])
+        if hint >= 0:
+            parts += [HINT_HEADER, self._printable(self.world.vocabulary.phrases[hint][:MAX_PHRASE_CHARS]), "\n"]
         for k, (phrases, items) in enumerate(self._calls, start=1):
-            shown = "; ".join("".join(c if c in self.charset else "?" for c in p) for p in phrases)
+            shown = "; ".join(self._printable(p) for p in phrases)
             parts += [
                 self._call_header(k), f"{BEGIN_PREFERENCE} {shown} {END_PREFERENCE}\n",
                 BEGIN_ITEM_LIST, "\n", self._item_lines(items, False), END_ITEM_LIST, "\n",
@@ -144,6 +155,10 @@ class TRMRetrievalTextEnv(gym.Env):
         if len(prompt) > self.observation_space.max_length:  # a bug in _max_prompt_chars, never the agent
             raise RuntimeError(f"prompt of {len(prompt)} chars exceeds the bound {self.observation_space.max_length}")
         return prompt
+
+    def _printable(self, text: str) -> str:
+        """``text`` with characters outside the observation charset replaced by "?"."""
+        return "".join(c if c in self.charset else "?" for c in text)
 
     # ------------------------------------------------------------------------------------ API
 

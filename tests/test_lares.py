@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from agents.lares_post_training import same_target_partners, training_windows
+from agents.lares_post_training import RPTConfig, SPTConfig, init_from_sasrec, same_target_partners, training_windows
 from simulators.recsys.lares import (
     LARES,
     LARESConfig,
@@ -115,6 +116,11 @@ def test_training_windows_cover_each_transition_once(tiny_split):
     n_transitions = sum(max(len(tiny_split.train_sequence(u)) - 1, 0) for u in range(tiny_split.n_users))
     assert (targets > 0).sum() == n_transitions
     assert ((inputs > 0) == (targets > 0)).all()  # every input position predicts its next item
+    last_in, last_t = training_windows(tiny_split, 8, last_only=True)  # one most recent window per user
+    seqs = [tiny_split.train_sequence(u) for u in range(tiny_split.n_users)]
+    seqs = [q for q in seqs if len(q) >= 2]
+    assert len(last_t) == len(seqs) and (last_t[:, -1] == [q[-1] for q in seqs]).all()
+    assert (last_in[:, -1] == [q[-2] for q in seqs]).all()
 
 
 def test_same_target_partners():
@@ -168,3 +174,33 @@ def test_config_rejects_bad_values(field, value):
 def test_other_adapters_run(adapter):
     model = LARES(LARESConfig(**{**TINY, "adapter": adapter})).eval()
     assert torch.isfinite(model(_inputs(), 2, generator=torch.Generator().manual_seed(0))).all()
+
+
+def test_init_from_sasrec_maps_embeddings_positions_and_layers():
+    from simulators.recsys.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    sas = SASRec(SASRecConfig(n_items=30, hidden=16, n_layers=1, n_heads=2, inner=32, max_len=10))
+    with torch.no_grad():  # trained-like scales, so LayerNorm's eps is negligible in the comparison below
+        sas.item_embedding.weight.normal_()
+        sas.position_embedding.weight.normal_()
+    model = init_from_sasrec(LARES(LARESConfig(**TINY)), sas)
+    assert torch.equal(model.item_embedding.weight, sas.item_embedding.weight)
+    for layer in list(model.pre_block) + list(model.core_block):  # one SASRec block, reused by every layer
+        assert torch.equal(layer.qkv.weight, sas.blocks[0].qkv.weight)
+        assert torch.equal(layer.ff[2].bias, sas.blocks[0].ffn[3].bias)
+    # right-aligned positions: LARES's normalised input equals that of SASRec's scaled embedding (LN is
+    # scale invariant; the LN affine parameters are still at their identity init)
+    x = _inputs()
+    pos = torch.arange(8)
+    mine = model.emb_ln(model.item_embedding(x) + model.position_embedding(pos))
+    theirs = F.layer_norm(sas.item_embedding(x) * 4.0 + sas.position_embedding(pos + 2), (16,))
+    torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="hidden"):
+        init_from_sasrec(LARES(LARESConfig(**dict(TINY, hidden=8, n_heads=2))), sas)
+
+
+@pytest.mark.parametrize("make", [lambda: SPTConfig(windows="recent"), lambda: RPTConfig(eval_every=0)])
+def test_training_configs_reject_bad_values(make):
+    with pytest.raises(ValueError, match="windows|eval_every"):
+        make()

@@ -241,3 +241,33 @@ def test_baselines(tiny):
     assert 2.5 < np.mean(depths) < 5.5
     with pytest.raises(ValueError, match="action_mode='halt'"):
         make_baseline(ENV_ID, "fixed_depth_4").reset(gym.make(ENV_ID, config=dict(tiny, action_mode="residual")), 0)
+
+
+def test_ranking_stats_equal_naive_reference(tiny):
+    """Top score, margin, entropy and log p(target) of the observation vs a float64 softmax by hand."""
+    vec = LatentReasoningVectorEnv(6, dict(tiny, split="test"))
+    obs, info = vec.reset(seed=5)
+    obs, *_ = vec.step(np.full(6, CONTINUE))
+    b = vec.batch
+    split, model = load_reasoning_world(tiny["data_path"], "auto", tiny["checkpoint"])
+    scores = b.T[:, -1].double() @ model.item_embedding.weight.double().T
+    hist = split.history_mask("test", info["user"])
+    hist[torch.arange(6), b.targets] = False  # the target always stays ranked
+    scores[hist] = -np.inf
+    top = scores.sort(1, descending=True).values
+    logp = torch.log_softmax(scores, 1)
+    entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(1)
+    np.testing.assert_allclose(obs[:, 17], top[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(obs[:, 18], (top[:, 0] - top[:, 1]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(obs[:, 19], entropy.numpy() / np.log(b.n_items), atol=1e-5)
+    np.testing.assert_allclose(b.logp, logp.gather(1, b.targets[:, None]).squeeze(1).numpy(), atol=1e-4)
+    b.shift = not b.shift  # the max-shifted softmax (used when scores could overflow exp) agrees
+    shifted = b.ranking_stats(b.T[:, -1], slice(None))
+    np.testing.assert_allclose(shifted[2].numpy() / np.log(b.n_items), obs[:, 19], atol=1e-5)
+    np.testing.assert_allclose(shifted[3].numpy(), b.logp, atol=1e-5)
+    # a tie at the top (an item copied onto the best one, wherever its block) gives margin 0
+    best = int(scores[0].argmax())
+    twin = next(j for j in range(1, b.n_items + 1) if not hist[0, j] and j != best and j // b.block != best // b.block)
+    b.emb_t[:, twin] = b.emb_t[:, best]
+    top1, margin, _, _ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
+    assert margin[0] == 0 and top1[0] == pytest.approx(float(top[0, 0]), abs=1e-5)

@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import make_baseline
@@ -45,7 +47,7 @@ def test_episode_kpis_and_single_call_equals_plain_trm_top10():
     assert info["kpis"]["n_calls"] == 1 and info["kpis"]["pool_size"] == 20 and info["kpis"]["format_ok"] == 1
     ep = env.episodes
     top = env.world.retrieve([ep.history[0]], [""], k=10)[0].tolist()
-    assert env._last_list == top  # the ranker with no stated preference is the plain TRM
+    assert env.episodes.final_list[0] == top  # the ranker with no stated preference is the plain TRM
 
 
 def test_stop_without_call_is_format_violation():
@@ -210,3 +212,144 @@ def test_text_ninth_call_is_violation_and_non_str_raises():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="must be a str"):
         env.step(3)
+
+
+# ------------------------------------------------------------------------- planner knowledge, masks
+
+
+def test_planner_hint_is_a_describing_phrase_at_rho_1_and_absent_at_rho_0():
+    env = TRMRetrievalEnv(planner_knowledge=1.0)
+    has = env.world.vocabulary.item_has
+    for seed in range(20):
+        obs, _ = env.reset(seed=seed)
+        hint = env.hint()
+        block = obs[env.episodes._o("hint")]
+        assert block.sum() == 1.0 and block[hint] == 1.0
+        if has[:, env.episodes.target[0]].any():
+            assert has[hint, env.episodes.target[0]]
+    plain = TRMRetrievalEnv()
+    obs, _ = plain.reset(seed=0)
+    assert plain.hint() is None and not obs[plain.episodes._o("hint")].any()
+
+
+def test_planner_hint_is_right_about_rho_of_the_time():
+    rho = 0.3
+    env = TRMRetrievalEnv(planner_knowledge=rho)
+    has = env.world.vocabulary.item_has
+    right = []
+    for seed in range(400):
+        env.reset(seed=seed)
+        right.append(bool(has[env.hint(), env.episodes.target[0]]))
+    # a wrong draw is uniform over V phrases and describes the target by chance with a small probability
+    chance = float(np.mean(has[:, 1:].sum(axis=0))) / len(env.phrases)
+    expected = rho + (1 - rho) * chance
+    assert abs(np.mean(right) - expected) < 4 * np.sqrt(expected * (1 - expected) / 400)
+
+
+def test_knowledge_zero_keeps_episodes_identical_and_knowledge_draws_do_not_touch_users():
+    a, b = TRMRetrievalEnv(), TRMRetrievalEnv(planner_knowledge=0.5)
+    for seed in range(5):
+        a.reset(seed=seed), b.reset(seed=seed)
+        assert a.episodes.user[0] == b.episodes.user[0]
+
+
+def test_action_masks_block_repeats_and_early_stop():
+    env = TRMRetrievalEnv()
+    env.reset(seed=0)
+    m = env.action_masks()
+    assert m.shape == (env.V + 2,) and m[: env.V + 1].all() and not m[env.STOP]
+    env.step(3)
+    m = env.action_masks()
+    assert not m[3] and m[env.STOP] and m[env.PLAIN]
+    env.step(env.PLAIN)
+    assert not env.action_masks()[env.PLAIN]
+
+
+def test_vector_env_masks_and_hints_equal_scalar_env():
+    cfg = {"planner_knowledge": 0.5}
+    venv = TRMRetrievalVectorEnv(3, config=cfg)
+    obs, _ = venv.reset(seed=7)
+    venv.step(np.array([2, venv.PLAIN, 5]))
+    for i in range(3):
+        env = TRMRetrievalEnv(config=cfg)
+        o, _ = env.reset(seed=7 + i)
+        assert np.allclose(o, obs[i], atol=1e-6)  # batched vs single TRM forward
+        env.step([2, env.PLAIN, 5][i])
+        assert np.array_equal(env.action_masks(), venv.action_masks()[i])
+
+
+def test_plain_then_hint_baseline_and_check_env_with_knowledge():
+    env = TRMRetrievalEnv(planner_knowledge=1.0)
+    check_env(env, skip_render_check=True)
+    policy = make_baseline(VECTOR_ID, "plain_then_hint")
+    obs, _ = env.reset(seed=4)
+    policy.reset(env, 4)
+    hint = env.hint()
+    actions = []
+    done = False
+    while not done:
+        a = policy.act(obs, env)
+        actions.append(a)
+        obs, _, done, _, info = env.step(a)
+    assert actions == [env.PLAIN, hint, env.STOP] and info["kpis"]["n_calls"] == 2
+
+
+def test_text_prompt_shows_the_hint_and_stays_in_space():
+    env = TRMRetrievalTextEnv(planner_knowledge=1.0)
+    obs, _ = env.reset(seed=2)
+    phrase = env.world.vocabulary.phrases[int(env.episodes.hint[0])]
+    assert f"Hint (may be wrong): the user may want {phrase}" in obs
+    assert env.observation_space.contains(obs)
+    assert "Hint" not in TRMRetrievalTextEnv().reset(seed=2)[0]
+
+
+@settings(max_examples=15)
+@given(st.lists(st.integers(0, 65), min_size=1, max_size=9), st.integers(0, 10_000), st.sampled_from([1, 2]))
+def test_potential_shaping_rewards_sum_to_the_unshaped_reward(actions, seed, stage):
+    plain = TRMRetrievalEnv(reward_stage=stage, planner_knowledge=0.5)
+    shaped = TRMRetrievalEnv(reward_stage=stage, planner_knowledge=0.5, potential_shaping=True)
+    totals = []
+    for env in (plain, shaped):
+        env.reset(seed=seed)
+        total, done = 0.0, False
+        for a in actions + [env.STOP]:
+            _, r, done, _, _ = env.step(a)
+            total += r
+            if done:
+                break
+        totals.append(total)
+    assert np.isclose(totals[0], totals[1])
+
+
+def test_shaping_pays_a_describing_call_when_it_is_made():
+    env = TRMRetrievalEnv(planner_knowledge=1.0, potential_shaping=True, users="heldout")
+    gains = []
+    for seed in range(30):
+        env.reset(seed=seed)
+        _, r_plain, _, _, _ = env.step(env.PLAIN)
+        _, r_hint, _, _, _ = env.step(env.hint())
+        _, r_stop, _, _, _ = env.step(env.STOP)
+        assert r_stop == 0.0  # stopping changes nothing: the list was already scored
+        gains.append(r_hint)
+    assert np.mean(gains) > 0  # a phrase describing the target moves it up (and the list closer)
+
+
+def test_vector_env_shaped_rewards_equal_scalar_env():
+    cfg = {"potential_shaping": True, "planner_knowledge": 0.5}
+    venv = TRMRetrievalVectorEnv(2, config=cfg)
+    venv.reset(seed=11)
+    scalar = [TRMRetrievalEnv(config=cfg) for _ in range(2)]
+    for i, env in enumerate(scalar):
+        env.reset(seed=11 + i)
+    for acts in ([venv.PLAIN, 4], [9, venv.STOP], [venv.STOP, 2]):
+        _, rewards, term, _, _ = venv.step(np.array(acts))
+        for i, env in enumerate(scalar):
+            if env._done:
+                continue
+            _, r, done, _, _ = env.step(acts[i])
+            assert np.isclose(r, rewards[i]) and done == term[i]
+
+
+def test_text_mode_rejects_shaping():
+    with pytest.raises(ValueError, match="potential_shaping"):
+        TRMRetrievalTextEnv(potential_shaping=True)

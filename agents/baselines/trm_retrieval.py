@@ -6,6 +6,8 @@ Vector mode (actions: phrase index, ``V`` = plain call, ``V + 1`` = STOP):
 - ``random_phrases``: ``n_calls`` (3) distinct phrases drawn uniformly (seeded per episode), then STOP.
 - ``history_genre_greedy``: the ``n_calls`` (3) phrases describing most of the user's history
   items (the history phrase profile), then STOP.
+- ``plain_then_hint``: the plain call, then the planner's hint phrase when the env gives one
+  (``planner_knowledge`` > 0; otherwise it is ``single_call``), then STOP: trusts the hint always.
 
 Text mode: ``scripted_history`` writes the same calls as ``history_genre_greedy`` in the tag
 protocol and answers the first 10 distinct retrieved titles; ``one_phrase`` makes one call with
@@ -77,6 +79,12 @@ class HistoryGenreGreedy(_PhraseCalls):
         return history_phrases(env, self.n_calls)
 
 
+class PlainThenHint(_ScriptedPolicy):
+    def plan(self, env) -> list[int]:
+        hint = env.hint()
+        return [env.PLAIN] if hint is None else [env.PLAIN, hint]
+
+
 class ScriptedTextAgent:
     """Text mode: calls the top history phrases one per turn, then answers 10 retrieved titles."""
 
@@ -120,5 +128,6 @@ def _retrieved_titles(prompt: str) -> list[str]:
 register_baseline(VECTOR_ID, "single_call", SingleCall)
 register_baseline(VECTOR_ID, "random_phrases", RandomPhrases)
 register_baseline(VECTOR_ID, "history_genre_greedy", HistoryGenreGreedy)
+register_baseline(VECTOR_ID, "plain_then_hint", PlainThenHint)
 register_baseline(TEXT_ID, "scripted_history", ScriptedTextAgent)
 register_baseline(TEXT_ID, "one_phrase", lambda: ScriptedTextAgent(n_calls=1))
