@@ -22,7 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-import envs  # noqa: F401  (registers the recrail ids in this process)
+from envs import bare_id  # importing envs registers the recrail ids in this process
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
     "ppo": PPO,
@@ -92,7 +92,7 @@ def train_sb3(
     ``config.out_dir`` when given; return the trained policy."""
     algo_cls = ALGORITHMS[config.algo]
     vec_env = make_vec_env(
-        env_id,
+        f"envs:{bare_id(env_id)}",  # subprocess workers import recrail (and register the ids) themselves
         n_envs=config.n_envs,
         seed=config.seed,
         env_kwargs=config.env_kwargs,
@@ -128,7 +128,7 @@ def _custom_policy(hyperparams: dict[str, Any], vec_env, env_id: str) -> dict[st
     name = hyperparams["policy"]
     path, layout_method = CUSTOM_POLICIES[name]
     module, cls = path.split(":")
-    if not hasattr(vec_env.envs[0].unwrapped if hasattr(vec_env, "envs") else None, layout_method):
+    if not vec_env.has_attr(layout_method):
         raise ValueError(f"policy {name!r} needs an env with {layout_method}() (recrail/TRMRetrieval-v0); {env_id} has none")
     layout = vec_env.env_method(layout_method, indices=0)[0]
     return {"policy": getattr(importlib.import_module(module), cls),

@@ -58,3 +58,10 @@ def test_train_save_load_and_wrong_env(tmp_path):
     with pytest.raises(ValueError, match="phrase_feature_layout"):
         train_sb3("recrail/RailDisruption-v0", SB3TrainConfig(algo="maskable_ppo", timesteps=64, n_envs=1, progress=False,
                                                                hyperparams={"policy": "PhraseScoringPolicy"}))
+
+
+def test_subprocess_vector_envs_import_recrail_and_give_the_layout():
+    cfg = SB3TrainConfig(algo="maskable_ppo", timesteps=128, n_envs=2, vec_env="subproc", progress=False,
+                         hyperparams={"policy": "PhraseScoringPolicy", "n_steps": 64, "batch_size": 64})
+    policy = train_sb3("recrail/TRMRetrieval-v0", cfg)  # workers are fresh processes (forkserver/spawn)
+    assert isinstance(policy.model.policy, PhraseScoringPolicy)
