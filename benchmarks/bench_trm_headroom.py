@@ -39,6 +39,7 @@ from benchmarks.bench_trm import DATA, DATASETS, trm_checkpoint, write_results
 from benchmarks.stats import mean_ci, paired_difference
 from envs.trm_retrieval import TARGET_FROM_END, TRMRetrievalConfig, user_pool
 from simulators.recsys.deeprec_protocol import LIST_SIZE, RETRIEVE_K, describing_phrases
+from simulators.recsys.metrics import ndcg_at_k
 from simulators.recsys.preference_trm import TRMWorld, load_trm_world
 
 WEIGHTS = (0.25, 0.5, 1.0)
@@ -50,8 +51,8 @@ def _ndcg(scores: torch.Tensor, pool: torch.Tensor, targets: torch.Tensor) -> np
     s = scores.masked_fill(~pool, -torch.inf)
     target_score = s.gather(1, targets[:, None])[:, 0]
     rank = (s > target_score[:, None]).sum(1)
-    hit = torch.isfinite(target_score) & (rank < LIST_SIZE)
-    return torch.where(hit, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros(())).numpy()
+    rank = torch.where(torch.isfinite(target_score), rank, LIST_SIZE)  # not in the pool: a miss
+    return ndcg_at_k(rank, LIST_SIZE).numpy()
 
 
 def _top_mask(scores: torch.Tensor) -> torch.Tensor:
