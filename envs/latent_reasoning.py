@@ -13,8 +13,10 @@ the **first** reasoning step, so every episode has depth >= 1.
 
 Actions (``action_mode``):
 - ``"halt"``: ``Discrete(2)``; 0 = continue (apply one more reasoning step, reward ``-step_cost``),
-  1 = stop (the current ranking is final). Reaching ``max_depth`` ends the episode as
-  **truncated** (the ranking at ``max_depth`` is final and rewarded).
+  1 = stop (the current ranking is final). Reaching ``max_depth`` is a forced stop: the ranking at
+  ``max_depth`` is final and rewarded, and the episode is **terminated**. It is not a truncation
+  because nothing follows the final ranking: a value-bootstrapping agent (SB3, RLlib PPO) would add
+  V(last state) on top of the final reward paid there, which made PPO always run to ``max_depth``.
 - ``"residual"``: ``Box(-1, 1, (residual_dim,))``; the refinement ``residual_scale * a @ P``
   (``P``: a fixed random ``[residual_dim, hidden]`` matrix with orthonormal rows, from
   ``projection_seed``) is added to the last position's state, then one reasoning step is applied.
@@ -33,7 +35,14 @@ Reward: on the final step, the final ranking's NDCG@k (``reward_metric="ndcg"``)
 held-out target over all items with the user's history masked (full ranking; k = 10; the target
 itself stays ranked even if it is in the history, as in ``metrics.target_ranks``). Halt mode
 adds ``-step_cost`` per continue. With ``shaping=True`` every reasoning step after the first also
-earns ``shaping_coef * (log p_t(target) - log p_{t-1}(target))`` (softmax over non-history items).
+earns ``shaping_coef * (log p_t(target) - log p_{t-1}(target))`` (softmax over non-history items);
+this changes the objective (it adds ``shaping_coef * log p_final``). ``potential_shaping=True``
+instead pays the terminal metric as it accrues (potential-based shaping, Ng et al. 1999, with
+``Phi(s)`` = the metric of the current ranking and ``Phi = 0`` after the end): every reasoning step after
+the first earns ``metric_t - metric_{t-1}``, and the stop pays nothing more. An episode's return is
+then the unshaped return minus ``metric_1`` (the ranking after the first step, which no action
+changes), so the optimal policy is the same, and each continue is rewarded by its own effect
+instead of by a 0-or-1 outcome shared by all steps.
 
 ``info``: ``depth`` and ``user`` every step; on the final step ``info["kpis"]`` =
 ``{"NDCG@10", "Recall@10", "MRR", "rank", "steps"}`` (``rank`` is 0-based, ``steps`` = depth used).
@@ -87,6 +96,7 @@ class LatentReasoningConfig:
     k: int = 10
     shaping: bool = False
     shaping_coef: float = 0.1
+    potential_shaping: bool = False
     split: str = "valid"
     data_path: str | None = None
     data_format: str = "auto"
@@ -181,13 +191,15 @@ class ReasoningBatch:
         self.depth = np.zeros(n, dtype=np.int64)
         self.rank = np.zeros(n, dtype=np.int64)
         self.logp = np.zeros(n, dtype=np.float64)
+        self.phi = np.zeros(n, dtype=np.float64)  # metric of the current ranking (potential_shaping only)
         self.obs = np.zeros((n, self.d + 4), dtype=np.float32)
 
     @torch.no_grad()
     def transition(self, cont: np.ndarray, residual: np.ndarray | None, begin: np.ndarray,
                    begin_users: np.ndarray, begin_stage: str, begin_noise: np.ndarray) -> np.ndarray:
         """One reasoning step for slots ``cont`` (plus their refinements) and the first step of new
-        episodes in slots ``begin``; returns the change of log p(target) of the ``cont`` slots."""
+        episodes in slots ``begin``; returns the shaping reward of the ``cont`` slots (zeros without
+        shaping; see the module docstring)."""
         if len(begin):
             # the whole left-padded input sequence is both the history and (its tail) the model input
             history, targets = self.split.batch(begin_stage, begin_users, self.width)
@@ -198,7 +210,7 @@ class ReasoningBatch:
             self.users[begin], self.depth[begin] = begin_users, 0
         slots = np.sort(np.concatenate([cont, begin]))
         if not len(slots):
-            return np.zeros(0)
+            return np.zeros(len(cont))
         whole = len(slots) == self.n  # every slot moves: work on the tensors without gather copies
         sel = slice(None) if whole else torch.from_numpy(slots)
         T = self.T if whole else self.T[sel]
@@ -220,7 +232,19 @@ class ReasoningBatch:
         obs[:, self.d + 2] = margin.numpy()
         obs[:, self.d + 3] = np.clip(entropy.numpy() / np.log(self.n_items), 0.0, 1.0)  # float round-off only
         self.obs[slots] = obs
-        return self.logp[cont] - old
+        cfg = self.config
+        shaping = cfg.shaping_coef * (self.logp[cont] - old) if cfg.shaping else np.zeros(len(cont))
+        if cfg.potential_shaping:
+            old_phi = self.phi[cont].copy()
+            self.phi[slots] = self.metric(slots)
+            shaping += self.phi[cont] - old_phi
+        return shaping
+
+    def final_reward(self, slots: np.ndarray) -> np.ndarray:
+        """Reward paid when ``slots`` end: the metric of the final ranking, less what potential
+        shaping has already paid of it."""
+        metric = self.metric(slots)
+        return metric - self.phi[slots] if self.config.potential_shaping else metric
 
     def ranking_stats(self, h: torch.Tensor, sel: slice | torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -369,27 +393,24 @@ class LatentReasoningEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         b, cfg = self.batch, self.config
-        reward, terminated, truncated = 0.0, False, False
+        reward, terminated = 0.0, False  # nothing truncates (max_depth is a forced stop)
         if cfg.action_mode == "halt":
             a = _halt_actions(np.asarray(action).reshape(1), action)[0]
             if a == STOP:
                 terminated = True
             else:
-                delta = b.transition(self._slot, None, _NONE, _NONE, cfg.split, None)
-                reward -= cfg.step_cost
-                reward += cfg.shaping_coef * float(delta[0]) if cfg.shaping else 0.0
-                truncated = b.depth[0] >= cfg.max_depth
+                reward += float(b.transition(self._slot, None, _NONE, _NONE, cfg.split, None)[0]) - cfg.step_cost
+                terminated = b.depth[0] >= cfg.max_depth  # forced stop (module docstring)
         else:
             residual = _residual_actions(np.asarray(action, dtype=np.float64).reshape(1, -1), cfg.residual_dim, action)
-            delta = b.transition(self._slot, residual, _NONE, _NONE, cfg.split, None)
-            reward += cfg.shaping_coef * float(delta[0]) if cfg.shaping else 0.0
+            reward += float(b.transition(self._slot, residual, _NONE, _NONE, cfg.split, None)[0])
             terminated = b.depth[0] >= cfg.residual_depth
         info: dict[str, Any] = {"depth": int(b.depth[0]), "user": int(b.users[0])}
-        if terminated or truncated:
-            reward += float(b.metric(self._slot)[0])
+        if terminated:
+            reward += float(b.final_reward(self._slot)[0])
             info["kpis"] = b.kpis(0)
             self._done = True
-        return b.obs[0].copy(), float(reward), bool(terminated), bool(truncated), info
+        return b.obs[0].copy(), float(reward), bool(terminated), False, info
 
     def render(self) -> str | np.ndarray | None:
         """"ansi": one status line; "rgb_array": the softmax of the top 20 items as bars (target red)."""
@@ -498,7 +519,6 @@ class LatentReasoningVectorEnv(VectorEnv):
         live = ~self._autoreset
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
         if cfg.action_mode == "halt":
             a = np.asarray(actions)
             if a.shape != (n,):
@@ -515,16 +535,14 @@ class LatentReasoningVectorEnv(VectorEnv):
             cont = np.flatnonzero(live)
             residual = a[cont]
         chosen, noise = self._begin_args(begin, None)
-        delta = b.transition(cont, residual, begin, chosen, self._stage, noise)
+        rewards[cont] = b.transition(cont, residual, begin, chosen, self._stage, noise)
         if cfg.action_mode == "halt":
             rewards[cont] -= cfg.step_cost
-            truncated[cont] = b.depth[cont] >= cfg.max_depth
+            terminated[cont] = b.depth[cont] >= cfg.max_depth  # forced stop
         else:
             terminated[cont] = b.depth[cont] >= cfg.residual_depth
-        if cfg.shaping:
-            rewards[cont] += cfg.shaping_coef * delta
-        ended = np.flatnonzero(terminated | truncated)
-        rewards[ended] += b.metric(ended)
+        ended = np.flatnonzero(terminated)
+        rewards[ended] += b.final_reward(ended)
         infos: dict[str, Any] = {"depth": b.depth.copy(), "user": b.users.copy()}
         if len(ended):
             keys = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
@@ -533,6 +551,6 @@ class LatentReasoningVectorEnv(VectorEnv):
                 for key, v in b.kpis(int(i)).items():
                     kp[key][i] = v
             infos["kpis"] = kp
-            infos["_kpis"] = terminated | truncated
-        self._autoreset = terminated | truncated
-        return b.obs.copy(), rewards, terminated, truncated, infos
+            infos["_kpis"] = terminated.copy()
+        self._autoreset = terminated.copy()
+        return b.obs.copy(), rewards, terminated, np.zeros(n, dtype=bool), infos

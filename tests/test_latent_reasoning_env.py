@@ -99,12 +99,13 @@ def test_terminal_reward_is_full_ranking_with_history_masked(tiny):
     assert reward == pytest.approx(expected)  # the step costs were paid on the continue steps
 
 
-def test_max_depth_truncates_and_stop_terminates(tiny):
+def test_max_depth_is_a_forced_stop_that_terminates(tiny):
+    # the final ranking is rewarded at max_depth: a truncation there would let PPO bootstrap V on top
     env = LatentReasoningEnv(dict(tiny, max_depth=3))
     env.reset(seed=0)
     assert env.step(CONTINUE)[2:4] == (False, False)
     _, _, term, trunc, info = env.step(CONTINUE)
-    assert (term, trunc, info["kpis"]["steps"]) == (False, True, 3.0)
+    assert (term, trunc, info["kpis"]["steps"]) == (True, False, 3.0)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(CONTINUE)
 
@@ -128,14 +129,37 @@ def test_shaping_telescopes(tiny):
     assert total == pytest.approx(env.batch.logp[0] - logp0, abs=1e-6)
 
 
-def test_vector_env_equals_scalar_env(tiny):
+@pytest.mark.parametrize("mode", ["halt", "residual"])
+def test_potential_shaping_pays_the_unshaped_return_less_the_first_metric(tiny, mode):
+    rng = np.random.default_rng(1)
+    cfg = dict(tiny, action_mode=mode, step_cost=0.01, max_depth=5)
+    plain, shaped, first = (LatentReasoningEnv(dict(cfg, potential_shaping=p)) for p in (False, True, False))
+    checked = 0
+    for seed in range(12):
+        first.reset(seed=seed)  # the ranking after the first reasoning step, which reset applies
+        metric_1 = float(first.batch.metric(np.array([0]))[0])
+        actions = ([int(a) for a in rng.integers(0, 2, 6)] if mode == "halt"
+                   else [rng.uniform(-1, 1, 8).astype(np.float32) for _ in range(6)])
+        returns = []
+        for env in (plain, shaped):
+            steps = _rollout(env, seed, actions)[1:]
+            assert steps[-1][2] or steps[-1][3]
+            returns.append(sum(step[1] for step in steps))
+        assert returns[1] == pytest.approx(returns[0] - metric_1, abs=1e-6)
+        checked += metric_1 > 0
+    assert checked  # the subtracted first-step metric was not always 0
+
+
+@pytest.mark.parametrize("extra", [{}, {"potential_shaping": True, "step_cost": 0.01}])
+def test_vector_env_equals_scalar_env(tiny, extra):
     n, seed = 3, 20
-    vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=tiny)
+    cfg = dict(tiny, **extra)
+    vec = gym.make_vec(ENV_ID, num_envs=n, vectorization_mode="vector_entry_point", config=cfg)
     assert isinstance(vec.unwrapped, LatentReasoningVectorEnv)
     rng = np.random.default_rng(0)
     plan = rng.integers(0, 2, size=(14, n))
     vobs, _ = vec.reset(seed=seed)
-    scalars = [LatentReasoningEnv(tiny) for _ in range(n)]
+    scalars = [LatentReasoningEnv(cfg) for _ in range(n)]
     sobs = [e.reset(seed=seed + i)[0] for i, e in enumerate(scalars)]
     np.testing.assert_allclose(vobs, np.stack(sobs), atol=1e-5)
     pending = np.zeros(n, dtype=bool)  # next-step autoreset: the step after an end resets
