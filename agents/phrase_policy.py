@@ -14,7 +14,9 @@ and STOP get the linear term only. This is action-feature scoring for large disc
 (as in DRRN, He et al. 2016). The value head is SB3's.
 
 Used through :mod:`agents.train_sb3` as ``policy: PhraseScoringPolicy``; its layout
-(``n_phrases``, ``phrase_blocks``) comes from the env's ``phrase_feature_layout()``.
+(``n_phrases``, ``phrase_blocks``) comes from the env's ``phrase_feature_layout()``. The torch
+parts (:func:`check_phrase_layout`, :class:`WithPhraseFeatures`, :class:`PhraseHead`) are shared
+with the RLlib module :mod:`agents.phrase_rl_module`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,25 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from torch import nn
 
 
-class _WithPhraseFeatures(nn.Module):
+def check_phrase_layout(obs_dim: int, n_actions: int, n_phrases: int, phrase_blocks: Sequence[int]) -> None:
+    """Raise a ValueError naming the bad value when the layout does not fit the spaces."""
+    if not 1 <= n_phrases <= n_actions:
+        raise ValueError(f"n_phrases = {n_phrases!r} is invalid; allowed: 1..{n_actions} (the action count)")
+    bad = [b for b in phrase_blocks if not 0 <= b <= obs_dim - n_phrases]
+    if not phrase_blocks or bad:
+        raise ValueError(
+            f"phrase_blocks = {list(phrase_blocks)!r} is invalid; allowed: a non-empty list of block starts "
+            f"in 0..{obs_dim - n_phrases} (observation width {obs_dim}, {n_phrases} phrases)"
+        )
+
+
+class WithPhraseFeatures(nn.Module):
     """SB3's MLP extractor, with each phrase's observation columns appended to the actor latent."""
 
-    def __init__(self, inner: nn.Module, index: torch.Tensor) -> None:
+    def __init__(self, inner: nn.Module, n_phrases: int, phrase_blocks: Sequence[int]) -> None:
         super().__init__()
         self.inner = inner
+        index = torch.tensor([[b + a for b in phrase_blocks] for a in range(n_phrases)], dtype=torch.long)
         self.register_buffer("index", index, persistent=False)  # LongTensor[V, F] of obs columns
         self.latent_dim_pi = inner.latent_dim_pi + index.numel()
         self.latent_dim_vf = inner.latent_dim_vf
@@ -46,7 +61,7 @@ class _WithPhraseFeatures(nn.Module):
         return self.inner.forward_critic(features)
 
 
-class _PhraseHead(nn.Module):
+class PhraseHead(nn.Module):
     """Logits: a per-action linear term of the state latent + a shared score of each phrase's features."""
 
     def __init__(self, state_dim: int, n_phrases: int, n_features: int, n_actions: int, hidden: int, state_dims: int) -> None:
@@ -77,29 +92,20 @@ class PhraseScoringPolicy(MaskableActorCriticPolicy):
 
     def __init__(self, observation_space, action_space, lr_schedule, n_phrases: int = 0,
                  phrase_blocks: Sequence[int] = (), phrase_hidden: int = 32, state_dims: int = 8, **kwargs) -> None:
-        obs_dim = int(observation_space.shape[0])
-        if not 1 <= n_phrases <= action_space.n:
-            raise ValueError(f"n_phrases = {n_phrases!r} is invalid; allowed: 1..{action_space.n} (the action count)")
-        bad = [b for b in phrase_blocks if not 0 <= b <= obs_dim - n_phrases]
-        if not phrase_blocks or bad:
-            raise ValueError(
-                f"phrase_blocks = {list(phrase_blocks)!r} is invalid; allowed: a non-empty list of block starts "
-                f"in 0..{obs_dim - n_phrases} (observation width {obs_dim}, {n_phrases} phrases)"
-            )
+        check_phrase_layout(int(observation_space.shape[0]), int(action_space.n), n_phrases, phrase_blocks)
         self.n_phrases, self.phrase_blocks = n_phrases, list(phrase_blocks)
         self.phrase_hidden, self.state_dims = phrase_hidden, state_dims
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
         super()._build_mlp_extractor()
-        index = torch.tensor([[b + a for b in self.phrase_blocks] for a in range(self.n_phrases)], dtype=torch.long)
-        self.mlp_extractor = _WithPhraseFeatures(self.mlp_extractor, index)
+        self.mlp_extractor = WithPhraseFeatures(self.mlp_extractor, self.n_phrases, self.phrase_blocks)
 
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
         inner = self.mlp_extractor.inner.latent_dim_pi
-        self.action_net = _PhraseHead(inner, self.n_phrases, len(self.phrase_blocks), int(self.action_space.n),
-                                      self.phrase_hidden, self.state_dims)
+        self.action_net = PhraseHead(inner, self.n_phrases, len(self.phrase_blocks), int(self.action_space.n),
+                                     self.phrase_hidden, self.state_dims)
         # the optimizer must see the new head's parameters
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 

@@ -2,7 +2,9 @@
 
 Runs locally on the machine's CPUs by default and joins an existing Ray cluster with ``address``.
 Env runners are separate processes: they build the env as ``gym.make("envs:<id>")``, which
-imports and registers recrail there too.
+imports and registers recrail there too. ``module`` names a custom RLModule of
+:data:`CUSTOM_MODULES` instead of RLlib's default MLP, e.g. ``"phrase_scoring"`` (the phrase-scoring
+PPO policy with action masks of :mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,9 @@ ALGORITHMS = {
     "dqn": "ray.rllib.algorithms.dqn:DQNConfig",
     "sac": "ray.rllib.algorithms.sac:SACConfig",
 }
+# RLModules named by `module`: name -> (class path, env method giving the layout put in its model_config).
+# They read masked observations, so their envs are made by `agents.phrase_rl_module.masked_env`.
+CUSTOM_MODULES = {"phrase_scoring": ("agents.phrase_rl_module:PhraseScoringRLModule", "phrase_feature_layout")}
 METADATA_FILE = "recrail.json"
 MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
@@ -34,7 +40,8 @@ MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_poli
 @dataclass(frozen=True)
 class RLlibTrainConfig:
     """``training`` goes to ``AlgorithmConfig.training`` as it is (e.g. ``lr``,
-    ``train_batch_size_per_learner``); ``model`` to ``DefaultModelConfig`` (e.g. ``fcnet_hiddens``);
+    ``train_batch_size_per_learner``); ``model`` to ``DefaultModelConfig`` (e.g. ``fcnet_hiddens``),
+    or, with ``module`` (a :data:`CUSTOM_MODULES` name), to that module's ``model_config``;
     ``callbacks`` is an ``RLlibCallback`` subclass (e.g.
     :func:`agents.deeprec_curriculum.two_stage_rllib_callback`)."""
 
@@ -50,10 +57,14 @@ class RLlibTrainConfig:
     address: str | None = None  # None: start Ray locally with this machine's CPUs
     progress: bool = True
     callbacks: type | None = None
+    module: str | None = None  # None: the algorithm's default RLModule
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo {self.algo!r} is not an RLlib algorithm here; choose from {sorted(ALGORITHMS)}")
+        if self.module is not None and self.module not in CUSTOM_MODULES:
+            raise ValueError(f"module {self.module!r} is not a custom RLModule here; "
+                             f"choose from None or {sorted(CUSTOM_MODULES)}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.num_env_runners < 0 or self.num_envs_per_env_runner < 1:
@@ -70,13 +81,19 @@ class RLlibPolicy:
         self.module = module
         self.name = name
         self._dist_cls = module.get_inference_action_dist_cls()
+        space = getattr(module, "observation_space", None)  # a masked module's: {"action_mask", "observations"}
+        self._masked = isinstance(space, gym.spaces.Dict) and "action_mask" in space.spaces
 
     def reset(self, env: gym.Env, seed: int | None) -> None:
         if seed is not None:
             torch.manual_seed(seed)
 
     def act(self, obs: Any, env: gym.Env) -> Any:
-        batch = {"obs": torch.as_tensor(np.asarray(obs, dtype=np.float32)[None])}
+        if self._masked:
+            from agents.phrase_rl_module import with_action_mask
+
+            obs = with_action_mask(obs, env)
+        batch = {"obs": {k: _batch_of_one(v) for k, v in obs.items()} if self._masked else _batch_of_one(obs)}
         with torch.no_grad():
             out = self.module.forward_inference(batch)
         dist = self._dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic()
@@ -84,21 +101,49 @@ class RLlibPolicy:
         return action.item() if isinstance(env.action_space, gym.spaces.Discrete) else action
 
 
+def _batch_of_one(x: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32)[None])
+
+
+def _import(path: str) -> Any:
+    module_name, attr = path.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 def _algorithm_config(env_id: str, config: RLlibTrainConfig):
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    module_name, class_name = ALGORITHMS[config.algo].split(":")
-    algo_config = getattr(importlib.import_module(module_name), class_name)()
+    algo_config = _import(ALGORITHMS[config.algo])()
     if config.callbacks is not None:
         algo_config = algo_config.callbacks(config.callbacks)
+    env: Any = f"envs:{env_id}"
+    if config.module is None:
+        module = {"model_config": DefaultModelConfig(**config.model)}
+    else:
+        from ray.tune.registry import register_env
+
+        from agents.phrase_rl_module import masked_env
+
+        path, layout_method = CUSTOM_MODULES[config.module]
+        probe = gym.make(env, **config.env_kwargs).unwrapped  # the layout is a property of the env's config
+        if not callable(getattr(probe, layout_method, None)):
+            raise ValueError(f"module {config.module!r} needs an env with {layout_method}() (recrail/TRMRetrieval-v0); "
+                             f"{env_id} has none")
+        layout = getattr(probe, layout_method)()
+        probe.close()
+        module = {"rl_module_spec": RLModuleSpec(module_class=_import(path), model_config={**layout, **config.model})}
+        # Ray's registry hands the creator (by reference: env runners import it and recrail themselves) to the runners.
+        register_env(f"masked:{env}", partial(masked_env, env))
+        env = f"masked:{env}"
     return (
-        algo_config.environment(f"envs:{env_id}", env_config=config.env_kwargs)
+        algo_config.environment(env, env_config=config.env_kwargs)
         .env_runners(
             num_env_runners=config.num_env_runners,
             num_envs_per_env_runner=config.num_envs_per_env_runner,
         )
         .training(**config.training)
-        .rl_module(model_config=DefaultModelConfig(**config.model))
+        .rl_module(**module)
         .debugging(seed=config.seed)
     )
 

@@ -15,15 +15,14 @@ def _policy(env: TRMRetrievalEnv) -> PhraseScoringPolicy:
     return PhraseScoringPolicy(env.observation_space, env.action_space, lambda _: 1e-3, **env.phrase_feature_layout())
 
 
-def test_phrase_scores_follow_the_phrase_when_its_columns_move():
-    env = TRMRetrievalEnv(planner_knowledge=1.0)
-    torch.manual_seed(0)
-    policy = _policy(env)
-    for layer in (policy.action_net.linear, policy.action_net.state_proj):  # keep only the phrase features' part
+def phrase_permuted_pair(env: TRMRetrievalEnv, head: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep only ``head``'s shared per-phrase score (a ``PhraseHead``); return an observation after
+    one call, the same observation with every phrase block's columns permuted, and the permutation."""
+    for layer in (head.linear, head.state_proj):
         torch.nn.init.zeros_(layer.weight)
         torch.nn.init.zeros_(layer.bias)
-    torch.nn.init.normal_(policy.action_net.score[-1].weight)
-    obs, _ = env.reset(seed=3)
+    torch.nn.init.normal_(head.score[-1].weight)
+    env.reset(seed=3)
     env.step(5)
     obs = env.episodes.obs[0].copy()
     layout = env.phrase_feature_layout()
@@ -32,6 +31,15 @@ def test_phrase_scores_follow_the_phrase_when_its_columns_move():
     moved = obs.copy()
     for start in layout["phrase_blocks"]:
         moved[start : start + V] = obs[start : start + V][perm]
+    return obs, moved, perm
+
+
+def test_phrase_scores_follow_the_phrase_when_its_columns_move():
+    env = TRMRetrievalEnv(planner_knowledge=1.0)
+    torch.manual_seed(0)
+    policy = _policy(env)
+    obs, moved, perm = phrase_permuted_pair(env, policy.action_net)
+    V = len(perm)
     with torch.no_grad():
         logits = [policy.get_distribution(torch.as_tensor(o[None])).distribution.logits[0, :V].numpy() for o in (obs, moved)]
     assert np.allclose(logits[1], logits[0][perm], atol=1e-5)
