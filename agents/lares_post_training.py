@@ -452,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=SPTConfig.lr, help="SPT learning rate")
     p.add_argument("--windows", choices=("all", "last"), default="all", help="SPT training windows")
     p.add_argument("--tau", type=float, default=1.0, help="InfoNCE temperature of TLA/SLA (LARESConfig.tau)")
+    p.add_argument("--alpha-tla", type=float, default=LARESConfig.alpha_tla, help="TLA weight in the SPT loss")
+    p.add_argument("--gamma-sla", type=float, default=LARESConfig.gamma_sla, help="SLA weight in the SPT loss")
     p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
     p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
     p.add_argument("--rpt-lr", type=float, default=RPTConfig.lr)
@@ -466,7 +468,8 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
                             windows=args.windows)  # the best epoch is saved as it goes
-        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau), spt_cfg)
+        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
+                                            alpha_tla=args.alpha_tla, gamma_sla=args.gamma_sla), spt_cfg)
         save_lares(model, args.out, half=args.half,
                    meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
     else:

@@ -204,3 +204,16 @@ def test_init_from_sasrec_maps_embeddings_positions_and_layers():
 def test_training_configs_reject_bad_values(make):
     with pytest.raises(ValueError, match="windows|eval_every"):
         make()
+
+
+def test_cli_passes_the_spt_loss_weights_to_the_model(tmp_path):
+    from agents.lares_post_training import main
+    from simulators.recsys.lares import load_lares
+
+    out = tmp_path / "m.pt"
+    main(["--default-world", "--phase", "spt", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
+          "--alpha-tla", "0", "--gamma-sla", "0.25", "--out", str(out)])
+    config = load_lares(out).config
+    assert (config.alpha_tla, config.gamma_sla) == (0.0, 0.25)
+    with pytest.raises(ValueError, match="alpha_tla = -1.0"):
+        main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
