@@ -241,10 +241,9 @@ class ReasoningBatch:
         return shaping
 
     def final_reward(self, slots: np.ndarray) -> np.ndarray:
-        """Reward paid when ``slots`` end: the metric of the final ranking, less what potential
-        shaping has already paid of it."""
-        metric = self.metric(slots)
-        return metric - self.phi[slots] if self.config.potential_shaping else metric
+        """Reward paid when ``slots`` end: the metric of the final ranking. With potential shaping it
+        was all paid as it accrued (``transition`` scored every ranking, so ``rank`` is current): 0."""
+        return np.zeros(len(slots)) if self.config.potential_shaping else self.metric(slots)
 
     def ranking_stats(self, h: torch.Tensor, sel: slice | torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

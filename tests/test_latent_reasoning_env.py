@@ -140,12 +140,14 @@ def test_potential_shaping_pays_the_unshaped_return_less_the_first_metric(tiny, 
         metric_1 = float(first.batch.metric(np.array([0]))[0])
         actions = ([int(a) for a in rng.integers(0, 2, 6)] if mode == "halt"
                    else [rng.uniform(-1, 1, 8).astype(np.float32) for _ in range(6)])
-        returns = []
+        returns, kpis = [], []
         for env in (plain, shaped):
             steps = _rollout(env, seed, actions)[1:]
             assert steps[-1][2] or steps[-1][3]
             returns.append(sum(step[1] for step in steps))
+            kpis.append(steps[-1][4])
         assert returns[1] == pytest.approx(returns[0] - metric_1, abs=1e-6)
+        assert kpis[1] == kpis[0]  # the same final ranking is reported
         checked += metric_1 > 0
     assert checked  # the subtracted first-step metric was not always 0
 
