@@ -137,8 +137,10 @@ def training_windows(split: LeaveOneOutSplit, max_len: int, last_only: bool = Fa
     for u in range(split.n_users):
         seq = split.train_sequence(u)
         end = len(seq)
-        while end >= 2 and not (last_only and end < len(seq)):
+        while end >= 2:
             rows.append(seq[max(0, end - max_len - 1):end])
+            if last_only:
+                break
             end -= max_len
     inputs = np.zeros((len(rows), max_len), dtype=np.int64)
     targets = np.zeros((len(rows), max_len), dtype=np.int64)

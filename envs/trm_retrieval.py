@@ -267,8 +267,11 @@ class RetrievalEpisodes:
         if not self.config.potential_shaping:
             return 0.0 if final is None else final
         previous = self.phi[slot]
-        self.phi[slot] = self.end(slot, stage)[0] if final is None else 0.0
-        return (self.phi[slot] if final is None else final) - previous
+        if final is not None:  # the end: Phi returns to 0
+            self.phi[slot] = 0.0
+            return final - previous
+        self.phi[slot] = self.end(slot, stage)[0]
+        return self.phi[slot] - previous
 
     def finish(self, slot: int, final: list[int], format_ok: bool, stage: int) -> tuple[float, dict]:
         """Score the final list: (reward, info entries ``kpis`` and ``reward_terms``)."""
