@@ -49,6 +49,9 @@ class RLlibTrainConfig:
     iterations: int = 10
     num_env_runners: int = 2
     num_envs_per_env_runner: int = 1
+    # how an env runner builds its num_envs_per_env_runner envs (a gymnasium.VectorizeMode value):
+    # "vector_entry_point" uses the env's native batched VectorEnv (one torch call for all of them)
+    vectorize: str = "sync"
     training: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +75,9 @@ class RLlibTrainConfig:
                 f"num_env_runners must be >= 0 and num_envs_per_env_runner >= 1, got "
                 f"{self.num_env_runners} and {self.num_envs_per_env_runner}"
             )
+        modes = [m.value for m in gym.VectorizeMode]
+        if self.vectorize not in modes:
+            raise ValueError(f"vectorize {self.vectorize!r} is not allowed; choose from {modes}")
 
 
 class RLlibPolicy:
@@ -141,6 +147,7 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
         .env_runners(
             num_env_runners=config.num_env_runners,
             num_envs_per_env_runner=config.num_envs_per_env_runner,
+            gym_env_vectorize_mode=config.vectorize,
         )
         .training(**config.training)
         .rl_module(**module)

@@ -10,8 +10,9 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
 - Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split,
   one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
-  (p_stop = 1/4) and PPO halting agents trained on the validation targets (SB3; RLlib unless
-  ``--rllib-iterations 0``), with their mean reasoning steps.
+  (p_stop = 1/4) and PPO halting agents trained on the validation targets (SB3 on 4 scalar envs; RLlib
+  on the env's native vector env unless ``--rllib-iterations 0``), with their mean reasoning steps;
+  the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
   LARES-SPT - SASRec, RPT - SPT (same initial noise), and each PPO agent - fixed_depth_4 (same
   users, same noise: the env episodes are pinned and seeded identically for every policy).
@@ -43,9 +44,11 @@ DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
-# compute cost per extra reasoning step: on ML-100K's validation users (warm-started SPT model) the
-# NDCG@10 gain of step 2->3 is 0.008 and of 3->4 0.004, so 0.005 makes the depth trade-off matter
-STEP_COST = 0.005
+# compute cost per extra reasoning step, per dataset, chosen on its validation users (SPT model at depth
+# 1/2/3/4): ML-100K gains 0.045 / 0.008 / 0.004 NDCG@10 per step, so 0.005 makes the trade-off matter;
+# Beauty gains 0.024 / 0.003 / 0.0007 on a scale half as large: 0.002 (SB3 PPO with 0.001 sent 9% of
+# the users to depth 12 and stopped 16% at depth 1)
+STEP_COST = {"ml-100k": 0.005, "beauty": 0.002}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
@@ -122,8 +125,10 @@ def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn
 def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> ActFn:
     from agents.train_rllib import RLlibTrainConfig, train_rllib
 
-    cfg = RLlibTrainConfig(algo="ppo", iterations=iterations, num_env_runners=1, env_kwargs=env_kwargs, seed=seed,
-                           out_dir=out_dir, progress=False,
+    # one env runner stepping 32 users per torch call through the env's native VectorEnv
+    cfg = RLlibTrainConfig(algo="ppo", iterations=iterations, num_env_runners=1, num_envs_per_env_runner=32,
+                           vectorize="vector_entry_point", env_kwargs=env_kwargs, seed=seed, out_dir=out_dir,
+                           progress=False,
                            training={"train_batch_size_per_learner": 2000, "minibatch_size": 256, "num_epochs": 5,
                                      "lr": 3e-4, "gamma": 1.0, "entropy_coeff": 0.0})
     policy = train_rllib(ENV_ID, cfg)
@@ -152,7 +157,7 @@ def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_
 
 
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
-                budget_s: float, max_env_users: int, step_cost: float = STEP_COST, shaping: str = "potential",
+                budget_s: float, max_env_users: int, step_cost: float | None = None, shaping: str = "potential",
                 seed: int = 0) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
@@ -166,6 +171,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         model = load_lares(path)
         rows.append(row(name, evaluate_ranks(model, split, "test", model.config.eval_steps, seed=seed),
                         np.full(len(users), model.config.eval_steps), note="depth 4"))
+    step_cost = STEP_COST[key] if step_cost is None else step_cost
     base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
@@ -236,7 +242,7 @@ def markdown(results: list[dict]) -> str:
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000,
-         step_cost: float = STEP_COST, shaping: str = "potential") -> None:
+         step_cost: float | None = None, shaping: str = "potential") -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``."""
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
@@ -273,7 +279,8 @@ if __name__ == "__main__":
     parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
     parser.add_argument("--max-env-users", type=int, default=3000, help="test users for the env-run policies")
     parser.add_argument("--budget", type=float, default=1800.0, help="SPT seconds when a checkpoint is absent")
-    parser.add_argument("--step-cost", type=float, default=STEP_COST, help="env compute cost per reasoning step")
+    parser.add_argument("--step-cost", type=float, default=None,
+                        help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
     a = parser.parse_args()
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users, a.step_cost,

@@ -297,3 +297,22 @@ def test_ranking_stats_equal_naive_reference(tiny):
     b.emb_t[:, twin] = b.emb_t[:, best]
     top1, margin, _, _ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
     assert margin[0] == 0 and top1[0] == pytest.approx(float(top[0, 0]), abs=1e-5)
+
+
+def test_rllib_env_runner_steps_the_native_vector_env(tiny):
+    from agents.train_rllib import RLlibTrainConfig, _algorithm_config
+
+    with pytest.raises(ValueError, match="vectorize 'batched'"):
+        RLlibTrainConfig(vectorize="batched")
+    cfg = RLlibTrainConfig(iterations=1, num_env_runners=0, num_envs_per_env_runner=8, vectorize="vector_entry_point",
+                           env_kwargs={"config": tiny}, progress=False,
+                           training={"train_batch_size_per_learner": 64, "minibatch_size": 32, "num_epochs": 1})
+    algo = _algorithm_config(ENV_ID, cfg).build_algo()
+    try:
+        assert isinstance(algo.env_runner.env.unwrapped, LatentReasoningVectorEnv)
+        assert algo.env_runner.env.num_envs == 8
+        result = algo.train()
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 64
+        assert result["env_runners"]["num_episodes_lifetime"] > 0  # next-step autoresets were handled
+    finally:
+        algo.stop()
