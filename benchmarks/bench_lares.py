@@ -209,7 +209,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": _history(spt_path),
             "rpt_meta": _history(rpt_path), "rows": rows, "paired": paired, "timings": timings,
-            "step_cost": step_cost, "shaping": shaping}
+            "step_cost": step_cost, "shaping": shaping, "seed": seed}
 
 
 def _history(path: Path) -> list:
@@ -233,7 +233,8 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {p['a']} - {p['b']} | {p['users']} | {p['NDCG@10_diff']:+.4f} "
                              f"[{p['lo']:+.4f}, {p['hi']:+.4f}] | {ratio} |")
         if res.get("step_cost") is not None:
-            lines += ["", f"env step cost: {res['step_cost']}; PPO training reward shaping: {res['shaping']}"]
+            lines += ["", f"env step cost: {res['step_cost']}; PPO training reward shaping: {res['shaping']}; "
+                          f"seed: {res.get('seed', 0)}"]
         if res["timings"]:
             lines += ["", f"timings: {json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in res['timings'].items()})}"]
         lines.append("")
@@ -242,7 +243,7 @@ def markdown(results: list[dict]) -> str:
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000,
-         step_cost: float | None = None, shaping: str = "potential") -> None:
+         step_cost: float | None = None, shaping: str = "potential", seed: int = 0) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``."""
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
@@ -254,7 +255,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             continue
         t0 = time.perf_counter()
         res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users,
-                          step_cost, shaping)
+                          step_cost, shaping, seed)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -282,6 +283,7 @@ if __name__ == "__main__":
     parser.add_argument("--step-cost", type=float, default=None,
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
+    parser.add_argument("--seed", type=int, default=0, help="PPO seeds, initial noise, the env's test-user subset")
     a = parser.parse_args()
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users, a.step_cost,
-         a.shaping)
+         a.shaping, a.seed)
