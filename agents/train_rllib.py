@@ -78,6 +78,9 @@ class RLlibTrainConfig:
         modes = [m.value for m in gym.VectorizeMode]
         if self.vectorize not in modes:
             raise ValueError(f"vectorize {self.vectorize!r} is not allowed; choose from {modes}")
+        if self.module is not None and self.vectorize == "vector_entry_point":
+            raise ValueError(f"vectorize 'vector_entry_point' is not allowed with module {self.module!r}, whose "
+                             "env runners wrap masked scalar envs; choose 'sync' or 'async'")
 
 
 class RLlibPolicy:

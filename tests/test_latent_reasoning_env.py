@@ -300,10 +300,15 @@ def test_ranking_stats_equal_naive_reference(tiny):
 
 
 def test_rllib_env_runner_steps_the_native_vector_env(tiny):
+    import ray
+
     from agents.train_rllib import RLlibTrainConfig, _algorithm_config
 
     with pytest.raises(ValueError, match="vectorize 'batched'"):
         RLlibTrainConfig(vectorize="batched")
+    with pytest.raises(ValueError, match="masked scalar envs"):
+        RLlibTrainConfig(module="phrase_scoring", vectorize="vector_entry_point")
+    started_ray = not ray.is_initialized()  # build_algo starts Ray itself; later tests start their own
     cfg = RLlibTrainConfig(iterations=1, num_env_runners=0, num_envs_per_env_runner=8, vectorize="vector_entry_point",
                            env_kwargs={"config": tiny}, progress=False,
                            training={"train_batch_size_per_learner": 64, "minibatch_size": 32, "num_epochs": 1})
@@ -316,3 +321,5 @@ def test_rllib_env_runner_steps_the_native_vector_env(tiny):
         assert result["env_runners"]["num_episodes_lifetime"] > 0  # next-step autoresets were handled
     finally:
         algo.stop()
+        if started_ray:
+            ray.shutdown()
