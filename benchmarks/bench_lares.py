@@ -123,14 +123,12 @@ def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn
 
 
 def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> ActFn:
-    from agents.train_rllib import RLlibTrainConfig, train_rllib
+    from agents.train_rllib import train_rllib
+    from benchmarks.experiment import load_experiment
 
-    # one env runner stepping 32 users per torch call through the env's native VectorEnv
-    cfg = RLlibTrainConfig(algo="ppo", iterations=iterations, num_env_runners=1, num_envs_per_env_runner=32,
-                           vectorize="vector_entry_point", env_kwargs=env_kwargs, seed=seed, out_dir=out_dir,
-                           progress=False,
-                           training={"train_batch_size_per_learner": 2000, "minibatch_size": 256, "num_epochs": 5,
-                                     "lr": 3e-4, "gamma": 1.0, "entropy_coeff": 0.0})
+    # the env's experiment file: one env runner stepping 32 users per torch call through the native VectorEnv
+    cfg = load_experiment(ENV_ID).rllib_config("ppo", iterations=iterations, env_kwargs=env_kwargs, seed=seed,
+                                                out_dir=out_dir, progress=False)
     policy = train_rllib(ENV_ID, cfg)
     module = policy.module
     dist_cls = module.get_inference_action_dist_cls()
