@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from envs import bare_id  # importing envs registers the recrail ids in this process
 
@@ -35,6 +36,7 @@ VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 # Policies named in configs beyond SB3's own: name -> (class path, env method giving its layout kwargs)
 CUSTOM_POLICIES = {"PhraseScoringPolicy": ("agents.phrase_policy:PhraseScoringPolicy", "phrase_feature_layout")}
 METADATA_FILE = "recrail.json"  # written next to model.zip: what `load_sb3_policy` needs to reload
+NORMALIZER_FILE = "vecnormalize.pkl"  # the observation statistics of a `normalize_obs` run, beside model.zip
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class SB3TrainConfig:
     out_dir: Path | None = None
     checkpoint_every: int = 0  # environment steps between checkpoints; 0 saves only the final model
     progress: bool = True
+    # standardize observations with running mean/std (SB3's VecNormalize), frozen after training and
+    # applied by the returned policy: features on very different scales otherwise slow MLP policies
+    normalize_obs: bool = False
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -66,23 +71,28 @@ class SB3TrainConfig:
 
 
 class SB3Policy:
-    """A trained SB3 model behind the :class:`agents.policy.Policy` interface (greedy actions)."""
+    """A trained SB3 model behind the :class:`agents.policy.Policy` interface (greedy actions);
+    ``normalizer``: the frozen :class:`VecNormalize` of a ``normalize_obs`` run."""
 
-    def __init__(self, model: BaseAlgorithm, name: str = "sb3") -> None:
+    def __init__(self, model: BaseAlgorithm, name: str = "sb3", normalizer: VecNormalize | None = None) -> None:
         self.model = model
         self.name = name
+        self.normalizer = normalizer
         self._masked = isinstance(model, MaskablePPO)
+
+    def predict(self, obs: Any, **kwargs: Any) -> Any:
+        """Greedy actions for one observation or a batch, normalized as in training."""
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs)
+        return self.model.predict(obs, deterministic=True, **kwargs)[0]
 
     def reset(self, env: gym.Env, seed: int | None) -> None:
         self.model.set_random_seed(seed)
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         if self._masked:
-            masks = np.asarray(env.unwrapped.action_masks(), dtype=bool)
-            action, _ = self.model.predict(obs, deterministic=True, action_masks=masks)
-        else:
-            action, _ = self.model.predict(obs, deterministic=True)
-        return action
+            return self.predict(obs, action_masks=np.asarray(env.unwrapped.action_masks(), dtype=bool))
+        return self.predict(obs)
 
 
 def train_sb3(
@@ -98,6 +108,8 @@ def train_sb3(
         env_kwargs=config.env_kwargs,
         vec_env_cls=VEC_ENVS[config.vec_env],
     )
+    if config.normalize_obs:
+        vec_env = VecNormalize(vec_env, norm_obs=True, norm_reward=False)
     hyperparams = {"policy": "MlpPolicy", **config.hyperparams}
     if hyperparams["policy"] in CUSTOM_POLICIES:
         hyperparams.update(_custom_policy(hyperparams, vec_env, env_id))
@@ -115,12 +127,17 @@ def train_sb3(
     )
     model.learn(total_timesteps=config.timesteps, callback=all_callbacks, progress_bar=config.progress)
     vec_env.close()
+    normalizer = vec_env if config.normalize_obs else None
+    if normalizer is not None:
+        normalizer.training = False  # frozen statistics from here on
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.zip")
+        if normalizer is not None:
+            normalizer.save(out / NORMALIZER_FILE)
         meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    return SB3Policy(model, name=config.algo)
+    return SB3Policy(model, name=config.algo, normalizer=normalizer)
 
 
 def _custom_policy(hyperparams: dict[str, Any], vec_env, env_id: str) -> dict[str, Any]:
@@ -148,4 +165,8 @@ def load_sb3_policy(path: Path | str, algo: str | None = None) -> SB3Policy:
             f"cannot tell which SB3 algorithm saved {path} (no {METADATA_FILE} beside it); "
             f"pass the algorithm, one of {sorted(ALGORITHMS)}"
         )
-    return SB3Policy(ALGORITHMS[algo].load(path, device="cpu"), name=algo)
+    normalizer = None
+    if (path.parent / NORMALIZER_FILE).is_file():  # VecNormalize.load wants an env; the statistics do not
+        with (path.parent / NORMALIZER_FILE).open("rb") as f:
+            normalizer = pickle.load(f)
+    return SB3Policy(ALGORITHMS[algo].load(path, device="cpu"), name=algo, normalizer=normalizer)

@@ -25,10 +25,15 @@ Actions outside the action space raise ``ValueError``.
 
 Observation: ``Box(float32, (hidden + 4,))`` =
 ``[h (hidden values: the last position's latent state, a LayerNorm output),
-depth / horizon (in [0, 1]; horizon = max_depth or residual_depth),
+depth (the number of reasoning steps applied so far, 1..horizon; horizon = max_depth or residual_depth),
 top score (the best non-history item's dot-product score),
 margin (top-1 minus top-2 score, >= 0),
-entropy (softmax entropy over non-history items / log(n_items), in [0, 1])]``.
+entropy deficit (log(n_items) minus the softmax entropy over non-history items, in nats, in
+[0, log(n_items)]: 0 = uniform, larger = more peaked)]``.
+The depth and the entropy deficit are on the scale of the other features (on Beauty's SPT model the
+deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) varied by only 0.025
+(std), too little for an unnormalized MLP policy to use. Agents should still normalize observations
+(the LatentReasoning experiment file turns on SB3's ``VecNormalize``).
 The bounds of h, top score and margin are derived from the model's weights (``ReasoningBatch.spaces``).
 
 Reward: on the final step, the final ranking's NDCG@k (``reward_metric="ndcg"``) or Recall@k of the
@@ -227,10 +232,10 @@ class ReasoningBatch:
         self.depth[slots] += 1
         obs = self.obs[slots]
         obs[:, : self.d] = h.numpy()
-        obs[:, self.d] = self.depth[slots] / self.horizon
+        obs[:, self.d] = self.depth[slots]
         obs[:, self.d + 1] = top1.numpy()
         obs[:, self.d + 2] = margin.numpy()
-        obs[:, self.d + 3] = np.clip(entropy.numpy() / np.log(self.n_items), 0.0, 1.0)  # float round-off only
+        obs[:, self.d + 3] = np.clip(np.log(self.n_items) - entropy.numpy(), 0.0, np.log(self.n_items))  # round-off
         self.obs[slots] = obs
         cfg = self.config
         shaping = cfg.shaping_coef * (self.logp[cont] - old) if cfg.shaping else np.zeros(len(cont))
@@ -314,7 +319,7 @@ class ReasoningBatch:
         h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
         s_max = self.score_bound()
         low = np.concatenate([-h_max, [0.0, -s_max, 0.0, 0.0]]).astype(np.float32)
-        high = np.concatenate([h_max, [1.0, s_max, 2 * s_max, 1.0]]).astype(np.float32)
+        high = np.concatenate([h_max, [self.horizon, s_max, 2 * s_max, np.log(self.n_items)]]).astype(np.float32)
         obs_space = spaces.Box(low, high, dtype=np.float32)
         if self.config.action_mode == "halt":
             return obs_space, spaces.Discrete(2)
@@ -417,7 +422,8 @@ class LatentReasoningEnv(gym.Env):
         if self.render_mode == "ansi":
             rank = int(b.finish(self._slot)[0])
             return (f"user {int(b.users[0])} depth {int(b.depth[0])}/{b.horizon} target rank {rank} "
-                    f"top score {b.obs[0, b.d + 1]:.3f} margin {b.obs[0, b.d + 2]:.3f} entropy {b.obs[0, b.d + 3]:.3f}")
+                    f"top score {b.obs[0, b.d + 1]:.3f} margin {b.obs[0, b.d + 2]:.3f} "
+                    f"entropy deficit {b.obs[0, b.d + 3]:.3f}")
         if self.render_mode != "rgb_array":
             return None
         with torch.no_grad():

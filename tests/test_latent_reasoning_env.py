@@ -285,11 +285,12 @@ def test_ranking_stats_equal_naive_reference(tiny):
     entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(1)
     np.testing.assert_allclose(obs[:, 17], top[:, 0].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(obs[:, 18], (top[:, 0] - top[:, 1]).numpy(), atol=1e-4)
-    np.testing.assert_allclose(obs[:, 19], entropy.numpy() / np.log(b.n_items), atol=1e-5)
+    np.testing.assert_allclose(obs[:, 16], 2)  # depth after reset's first step and one continue
+    np.testing.assert_allclose(obs[:, 19], np.log(b.n_items) - entropy.numpy(), atol=1e-4)
     np.testing.assert_allclose(b.logp, logp.gather(1, b.targets[:, None]).squeeze(1).numpy(), atol=1e-4)
     b.shift = not b.shift  # the max-shifted softmax (used when scores could overflow exp) agrees
     shifted = b.ranking_stats(b.T[:, -1], slice(None))
-    np.testing.assert_allclose(shifted[2].numpy() / np.log(b.n_items), obs[:, 19], atol=1e-5)
+    np.testing.assert_allclose(np.log(b.n_items) - shifted[2].numpy(), obs[:, 19], atol=1e-4)
     np.testing.assert_allclose(shifted[3].numpy(), b.logp, atol=1e-5)
     # a tie at the top (an item copied onto the best one, wherever its block) gives margin 0
     best = int(scores[0].argmax())
@@ -323,3 +324,22 @@ def test_rllib_env_runner_steps_the_native_vector_env(tiny):
         algo.stop()
         if started_ray:
             ray.shutdown()
+
+
+def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_path):
+    from agents.train_sb3 import NORMALIZER_FILE, SB3TrainConfig, load_sb3_policy, train_sb3
+
+    cfg = SB3TrainConfig(algo="ppo", timesteps=128, n_envs=2, progress=False, normalize_obs=True,
+                         out_dir=tmp_path, env_kwargs={"config": tiny},
+                         hyperparams={"n_steps": 64, "batch_size": 64, "n_epochs": 1})
+    policy = train_sb3(ENV_ID, cfg)
+    norm = policy.normalizer
+    assert not norm.training and norm.obs_rms.count >= 128 and (tmp_path / NORMALIZER_FILE).is_file()
+    obs, _ = LatentReasoningVectorEnv(8, tiny).reset(seed=3)
+    scaled = norm.normalize_obs(obs)
+    np.testing.assert_allclose(scaled, np.clip((obs - norm.obs_rms.mean) / np.sqrt(norm.obs_rms.var + norm.epsilon),
+                                               -norm.clip_obs, norm.clip_obs), rtol=1e-5)
+    np.testing.assert_array_equal(policy.predict(obs), policy.model.predict(scaled, deterministic=True)[0])
+    loaded = load_sb3_policy(tmp_path / "model.zip")
+    np.testing.assert_array_equal(loaded.normalizer.obs_rms.mean, norm.obs_rms.mean)
+    np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
