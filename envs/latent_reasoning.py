@@ -169,6 +169,7 @@ class ReasoningBatch:
         self.split, self.model = load_reasoning_world(config.data_path, config.data_format, config.checkpoint)
         c = self.model.config
         self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
+        self.max_entropy = float(np.log(self.n_items))  # nats, the uniform softmax's
         self.horizon = config.max_depth if config.action_mode == "halt" else config.residual_depth
         gauss = np.random.default_rng(config.projection_seed).standard_normal((c.hidden, config.residual_dim))
         q, _ = np.linalg.qr(gauss)
@@ -235,7 +236,7 @@ class ReasoningBatch:
         obs[:, self.d] = self.depth[slots]
         obs[:, self.d + 1] = top1.numpy()
         obs[:, self.d + 2] = margin.numpy()
-        obs[:, self.d + 3] = np.clip(np.log(self.n_items) - entropy.numpy(), 0.0, np.log(self.n_items))  # round-off
+        obs[:, self.d + 3] = np.clip(self.max_entropy - entropy.numpy(), 0.0, self.max_entropy)  # round-off
         self.obs[slots] = obs
         cfg = self.config
         shaping = cfg.shaping_coef * (self.logp[cont] - old) if cfg.shaping else np.zeros(len(cont))
@@ -319,7 +320,7 @@ class ReasoningBatch:
         h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
         s_max = self.score_bound()
         low = np.concatenate([-h_max, [0.0, -s_max, 0.0, 0.0]]).astype(np.float32)
-        high = np.concatenate([h_max, [self.horizon, s_max, 2 * s_max, np.log(self.n_items)]]).astype(np.float32)
+        high = np.concatenate([h_max, [self.horizon, s_max, 2 * s_max, self.max_entropy]]).astype(np.float32)
         obs_space = spaces.Box(low, high, dtype=np.float32)
         if self.config.action_mode == "halt":
             return obs_space, spaces.Discrete(2)
