@@ -5,6 +5,9 @@ Env runners are separate processes: they build the env as ``gym.make("envs:<id>"
 imports and registers recrail there too. ``module`` names a custom RLModule of
 :data:`CUSTOM_MODULES` instead of RLlib's default MLP, e.g. ``"phrase_scoring"`` (the phrase-scoring
 PPO policy with action masks of :mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
+``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector;
+its statistics are frozen at the end of training, kept in the checkpoint and applied by
+:class:`RLlibPolicy` (as SB3's ``VecNormalize`` is by :class:`agents.train_sb3.SB3Policy`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ ALGORITHMS = {
 CUSTOM_MODULES = {"phrase_scoring": ("agents.phrase_rl_module:PhraseScoringRLModule", "phrase_feature_layout")}
 METADATA_FILE = "recrail.json"
 MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+CONNECTOR_SUBPATH = Path("env_runner") / "env_to_module_connector"
+MEAN_STD_FILTER = "MeanStdFilter"  # the connector's name in its pipeline's state
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class RLlibTrainConfig:
     progress: bool = True
     callbacks: type | None = None
     module: str | None = None  # None: the algorithm's default RLModule
+    normalize_obs: bool = False  # RLlib's MeanStdFilter on the observations (running mean and std)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -81,14 +87,52 @@ class RLlibTrainConfig:
         if self.module is not None and self.vectorize == "vector_entry_point":
             raise ValueError(f"vectorize 'vector_entry_point' is not allowed with module {self.module!r}, whose "
                              "env runners wrap masked scalar envs; choose 'sync' or 'async'")
+        if self.module is not None and self.normalize_obs:
+            raise ValueError(f"normalize_obs is not allowed with module {self.module!r}, whose observations "
+                             "carry action masks and layouts; use it with module None")
+
+
+@dataclass(frozen=True)
+class ObservationFilter:
+    """The frozen statistics of RLlib's ``MeanStdFilter``: ``clip((obs - mean) / (std + 1e-6), +-clip)``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float | None
+
+    @classmethod
+    def from_pipeline_state(cls, state: dict[str, Any]) -> ObservationFilter | None:
+        """From an env-to-module pipeline's state; None when it has no ``MeanStdFilter``."""
+        from ray.rllib.utils.filter import RunningStat
+
+        if MEAN_STD_FILTER not in state:
+            return None
+        agent = state[MEAN_STD_FILTER][None]  # single-agent: the filter's key is the agent id None
+        stats = RunningStat.from_state(agent["running_stats"][0])
+        return cls(np.asarray(stats.mean, np.float32), np.asarray(stats.std, np.float32), agent["clip_by_value"])
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        from ray.rllib.utils.numpy import SMALL_NUMBER
+
+        x = (np.asarray(obs, dtype=np.float32) - self.mean) / (self.std + SMALL_NUMBER)
+        return np.clip(x, -self.clip, self.clip) if self.clip else x
+
+
+def _mean_std_filter(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
+    """The env-to-module connector of ``normalize_obs`` (RLlib passes the env, its spaces and the device)."""
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
+    return MeanStdFilter(multi_agent=False)
 
 
 class RLlibPolicy:
-    """An RLlib RLModule behind the :class:`agents.policy.Policy` interface (greedy actions)."""
+    """An RLlib RLModule behind the :class:`agents.policy.Policy` interface (greedy actions);
+    ``obs_filter``: the frozen observation statistics of a ``normalize_obs`` run."""
 
-    def __init__(self, module: Any, name: str = "rllib") -> None:
+    def __init__(self, module: Any, name: str = "rllib", obs_filter: ObservationFilter | None = None) -> None:
         self.module = module
         self.name = name
+        self.obs_filter = obs_filter
         self._dist_cls = module.get_inference_action_dist_cls()
         space = getattr(module, "observation_space", None)  # a masked module's: {"action_mask", "observations"}
         self._masked = isinstance(space, gym.spaces.Dict) and "action_mask" in space.spaces
@@ -97,21 +141,28 @@ class RLlibPolicy:
         if seed is not None:
             torch.manual_seed(seed)
 
+    def predict(self, obs: Any) -> np.ndarray:
+        """Greedy actions for a batch of observations (of a module without action masks), filtered as in training."""
+        if self._masked:
+            raise ValueError("predict takes plain observation batches; a masked module acts through act(obs, env)")
+        if self.obs_filter is not None:
+            obs = self.obs_filter(obs)
+        return self._greedy(torch.as_tensor(np.asarray(obs, dtype=np.float32)))
+
     def act(self, obs: Any, env: gym.Env) -> Any:
         if self._masked:
             from agents.phrase_rl_module import with_action_mask
 
-            obs = with_action_mask(obs, env)
-        batch = {"obs": {k: _batch_of_one(v) for k, v in obs.items()} if self._masked else _batch_of_one(obs)}
-        with torch.no_grad():
-            out = self.module.forward_inference(batch)
-        dist = self._dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic()
-        action = dist.sample()[0].numpy()
+            masked = with_action_mask(obs, env)
+            action = self._greedy({k: torch.as_tensor(np.asarray(v, np.float32)[None]) for k, v in masked.items()})[0]
+        else:
+            action = self.predict(np.asarray(obs)[None])[0]
         return action.item() if isinstance(env.action_space, gym.spaces.Discrete) else action
 
-
-def _batch_of_one(x: Any) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float32)[None])
+    def _greedy(self, obs: Any) -> np.ndarray:
+        with torch.no_grad():
+            out = self.module.forward_inference({"obs": obs})
+        return self._dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
 
 
 def _import(path: str) -> Any:
@@ -145,7 +196,7 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
         # Ray's registry hands the creator (by reference: env runners import it and recrail themselves) to the runners.
         register_env(f"masked:{env}", partial(masked_env, env))
         env = f"masked:{env}"
-    return (
+    algo_config = (
         algo_config.environment(env, env_config=config.env_kwargs)
         .env_runners(
             num_env_runners=config.num_env_runners,
@@ -156,11 +207,15 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
         .rl_module(**module)
         .debugging(seed=config.seed)
     )
+    if config.normalize_obs:
+        algo_config = algo_config.env_runners(env_to_module_connector=_mean_std_filter)
+    return algo_config
 
 
 def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
     """Train for ``config.iterations`` iterations; save a checkpoint in ``config.out_dir``."""
     import ray
+    from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
 
     started_ray = not ray.is_initialized()
     if started_ray:
@@ -194,6 +249,9 @@ def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
                                 "num_env_steps_sampled_lifetime": sampled})
                 bar.advance(task)
         module = algo.get_module()
+        # the local env runner holds the filter statistics merged from all env runners
+        runner_state = algo.env_runner.get_state(components=COMPONENT_ENV_TO_MODULE_CONNECTOR)
+        obs_filter = ObservationFilter.from_pipeline_state(runner_state[COMPONENT_ENV_TO_MODULE_CONNECTOR])
         if config.out_dir is not None:
             out = Path(config.out_dir)
             checkpoint = algo.save_to_path(str((out / "checkpoint").resolve()))
@@ -204,11 +262,13 @@ def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
     finally:
         if started_ray:
             ray.shutdown()
-    return RLlibPolicy(module, name=f"rllib_{config.algo}")
+    return RLlibPolicy(module, name=f"rllib_{config.algo}", obs_filter=obs_filter)
 
 
 def load_rllib_policy(checkpoint: Path | str) -> RLlibPolicy:
-    """Load the RLModule of an RLlib algorithm checkpoint folder (or of a module folder)."""
+    """Load the RLModule of an RLlib algorithm checkpoint folder (or of a module folder), with the
+    frozen observation filter of a ``normalize_obs`` run."""
+    from ray.rllib.connectors.env_to_module.env_to_module_pipeline import EnvToModulePipeline
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     path = Path(checkpoint).resolve()
@@ -217,4 +277,11 @@ def load_rllib_policy(checkpoint: Path | str) -> RLlibPolicy:
     module_path = path / MODULE_SUBPATH if (path / MODULE_SUBPATH).is_dir() else path
     if not module_path.is_dir():
         raise FileNotFoundError(f"no RLlib checkpoint folder at {checkpoint}")
-    return RLlibPolicy(RLModule.from_checkpoint(str(module_path)), name="rllib")
+    # a module folder inside an algorithm checkpoint: the filter lives in that checkpoint's env runner
+    depth = len(MODULE_SUBPATH.parts)
+    root = module_path.parents[depth - 1] if module_path.parts[-depth:] == MODULE_SUBPATH.parts else path
+    obs_filter = None
+    if (root / CONNECTOR_SUBPATH).is_dir():
+        pipeline = EnvToModulePipeline.from_checkpoint(str(root / CONNECTOR_SUBPATH))
+        obs_filter = ObservationFilter.from_pipeline_state(pipeline.get_state())
+    return RLlibPolicy(RLModule.from_checkpoint(str(module_path)), name="rllib", obs_filter=obs_filter)

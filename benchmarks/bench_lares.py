@@ -132,15 +132,7 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> Ac
     cfg = load_experiment(ENV_ID).rllib_config("ppo", iterations=iterations, env_kwargs=env_kwargs, seed=seed,
                                                 out_dir=out_dir, progress=False)
     policy = train_rllib(ENV_ID, cfg)
-    module = policy.module
-    dist_cls = module.get_inference_action_dist_cls()
-
-    def act(obs: np.ndarray, depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        with torch.no_grad():
-            out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
-        return dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
-
-    return act
+    return lambda obs, depth, rng: policy.predict(obs)
 
 
 def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_s: float) -> tuple[Path, Path]:

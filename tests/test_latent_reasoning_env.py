@@ -343,3 +343,36 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     loaded = load_sb3_policy(tmp_path / "model.zip")
     np.testing.assert_array_equal(loaded.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
+
+
+def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path):
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+    from ray.rllib.connectors.env_to_module.env_to_module_pipeline import EnvToModulePipeline
+
+    from agents.train_rllib import (CONNECTOR_SUBPATH, MEAN_STD_FILTER, RLlibTrainConfig, load_rllib_policy,
+                                    train_rllib)
+
+    with pytest.raises(ValueError, match="normalize_obs is not allowed with module 'phrase_scoring'"):
+        RLlibTrainConfig(module="phrase_scoring", normalize_obs=True)
+    cfg = RLlibTrainConfig(iterations=1, num_env_runners=0, num_envs_per_env_runner=8, vectorize="vector_entry_point",
+                           env_kwargs={"config": tiny}, progress=False, normalize_obs=True, out_dir=tmp_path,
+                           training={"train_batch_size_per_learner": 64, "minibatch_size": 32, "num_epochs": 1})
+    policy = train_rllib(ENV_ID, cfg)
+    filt = policy.obs_filter
+    env = LatentReasoningVectorEnv(8, tiny)
+    obs, _ = env.reset(seed=3)
+    assert filt.mean.shape == obs.shape[1:] and np.all(filt.std > 0)
+    # the same transform as RLlib's own filter restored from the checkpoint's state
+    ray_filter = MeanStdFilter(update_stats=False)  # spaces given to its constructor fail in Ray 2.60
+    ray_filter.input_observation_space = env.single_observation_space
+    saved = EnvToModulePipeline.from_checkpoint(str(tmp_path / "checkpoint" / CONNECTOR_SUBPATH)).get_state()
+    ray_filter.set_state(saved[MEAN_STD_FILTER])
+    np.testing.assert_allclose(filt(obs), ray_filter._filters[None](obs, update=False), rtol=1e-5, atol=1e-6)
+    greedy = policy.module.get_inference_action_dist_cls()
+    with torch.no_grad():
+        logits = policy.module.forward_inference({"obs": torch.as_tensor(filt(obs))})["action_dist_inputs"]
+    np.testing.assert_array_equal(policy.predict(obs), greedy.from_logits(logits).to_deterministic().sample().numpy())
+    for folder in (tmp_path, tmp_path / "checkpoint" / "learner_group" / "learner" / "rl_module" / "default_policy"):
+        loaded = load_rllib_policy(folder)
+        np.testing.assert_array_equal(loaded.obs_filter.mean, filt.mean)
+        np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
