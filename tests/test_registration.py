@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from agents.baselines import baseline_names, make_baseline
+from agents.train_rllib import _algorithm_config
 from benchmarks.experiment import load_experiment
 from benchmarks.harness import run_episode
 from tests.conftest import REPO_ROOT
@@ -98,6 +99,10 @@ def test_module_prefixed_id_works_in_a_fresh_process(env_id):
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_every_env_has_an_experiment_config_and_baselines_that_report_kpis(env_id):
     experiment = load_experiment(env_id)
+    for algo in experiment.sb3:  # the file's settings make valid typed configs
+        experiment.sb3_config(algo)
+    for algo in experiment.rllib:  # ... and RLlib takes every key (AlgorithmConfig.training raises on unknown ones)
+        _algorithm_config(env_id, experiment.rllib_config(algo))
     names = baseline_names(env_id)
     assert names, f"{env_id} has no baselines"
     if experiment.demo is not None and experiment.demo.reference is not None:
