@@ -349,8 +349,8 @@ def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path
     from ray.rllib.connectors.env_to_module import MeanStdFilter
     from ray.rllib.connectors.env_to_module.env_to_module_pipeline import EnvToModulePipeline
 
-    from agents.train_rllib import (CONNECTOR_SUBPATH, MEAN_STD_FILTER, RLlibTrainConfig, load_rllib_policy,
-                                    train_rllib)
+    from agents.train_rllib import (CONNECTOR_SUBPATH, MEAN_STD_FILTER, MODULE_SUBPATH, RLlibTrainConfig,
+                                    load_rllib_policy, train_rllib)
 
     with pytest.raises(ValueError, match="normalize_obs is not allowed with module 'phrase_scoring'"):
         RLlibTrainConfig(module="phrase_scoring", normalize_obs=True)
@@ -372,7 +372,7 @@ def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path
     with torch.no_grad():
         logits = policy.module.forward_inference({"obs": torch.as_tensor(filt(obs))})["action_dist_inputs"]
     np.testing.assert_array_equal(policy.predict(obs), greedy.from_logits(logits).to_deterministic().sample().numpy())
-    for folder in (tmp_path, tmp_path / "checkpoint" / "learner_group" / "learner" / "rl_module" / "default_policy"):
+    for folder in (tmp_path, tmp_path / "checkpoint" / MODULE_SUBPATH):  # a run folder, a module folder inside it
         loaded = load_rllib_policy(folder)
         np.testing.assert_array_equal(loaded.obs_filter.mean, filt.mean)
         np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
