@@ -12,7 +12,7 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
   (p_stop = 1/4) and PPO halting agents trained on the validation targets with the settings of the
   env's experiment file (SB3 on 4 scalar envs with VecNormalize; RLlib on the env's native vector env
-  unless ``--rllib-iterations 0``), with their mean reasoning steps;
+  with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
   the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
   LARES-SPT - SASRec, RPT - SPT (same initial noise), and each PPO agent - fixed_depth_4 (same

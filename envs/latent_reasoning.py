@@ -33,7 +33,7 @@ entropy deficit (log(n_items) minus the softmax entropy over non-history items, 
 The depth and the entropy deficit are on the scale of the other features (on Beauty's SPT model the
 deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) varied by only 0.025
 (std), too little for an unnormalized MLP policy to use. Agents should still normalize observations
-(the LatentReasoning experiment file turns on SB3's ``VecNormalize``).
+(the LatentReasoning experiment file turns on SB3's ``VecNormalize`` and RLlib's ``MeanStdFilter``).
 The bounds of h, top score and margin are derived from the model's weights (``ReasoningBatch.spaces``).
 
 Reward: on the final step, the final ranking's NDCG@k (``reward_metric="ndcg"``) or Recall@k of the
