@@ -267,9 +267,8 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         for idx in bar:
             steps = sample_steps(rng, model_config.train_mean_steps, model_config.train_steps_sigma,
                                  model_config.max_steps)
-            w = int(max(lengths[idx].max(), lengths[partners[idx]].max()))
-            loss, parts = spt_loss(model, torch.from_numpy(inputs[idx, -w:]), torch.from_numpy(targets[idx, -w:]),
-                                   torch.from_numpy(inputs[partners[idx], -w:]), steps, rng, gen)
+            loss, parts = spt_loss(model, torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx]),
+                                   torch.from_numpy(inputs[partners[idx]]), steps, rng, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -454,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=SPTConfig.lr, help="SPT learning rate")
     p.add_argument("--windows", choices=("all", "last"), default="all", help="SPT training windows")
     p.add_argument("--tau", type=float, default=1.0, help="InfoNCE temperature of TLA/SLA (LARESConfig.tau)")
+    p.add_argument("--dropout", type=float, default=LARESConfig.dropout, help="LARESConfig.dropout (SPT)")
     p.add_argument("--alpha-tla", type=float, default=LARESConfig.alpha_tla, help="TLA weight in the SPT loss")
     p.add_argument("--gamma-sla", type=float, default=LARESConfig.gamma_sla, help="SLA weight in the SPT loss")
     p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
                             init_from=args.init_from, init_layers=not args.no_init_layers,
                             windows=args.windows)  # the best epoch is saved as it goes
         model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
-                                            alpha_tla=args.alpha_tla, gamma_sla=args.gamma_sla), spt_cfg)
+                                                   dropout=args.dropout, alpha_tla=args.alpha_tla,
+                                                   gamma_sla=args.gamma_sla), spt_cfg)
         save_lares(model, args.out, half=args.half,
                    meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
     else:

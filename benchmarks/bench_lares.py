@@ -19,6 +19,9 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   users, same noise: the env episodes are pinned and seeded identically for every policy).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
+
+``--models-only`` evaluates just the SASRec / SPT / RPT rows and their paired differences (into
+``lares_models.md``), for comparing checkpoints without training the halting agents.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_
 
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
                 budget_s: float, max_env_users: int, step_cost: float | None = None, shaping: str = "potential",
-                seed: int = 0) -> dict:
+                seed: int = 0, models_only: bool = False) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
@@ -163,6 +166,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         model = load_lares(path)
         rows.append(row(name, evaluate_ranks(model, split, "test", model.config.eval_steps, seed=seed),
                         np.full(len(users), model.config.eval_steps), note="depth 4"))
+    if models_only:
+        return _finish(key, split, spt_path, rpt_path, rows, timings, None, shaping, seed)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
     base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
@@ -189,6 +194,12 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks, steps = halting_episodes(env, env_users, act, seed)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps, note=note))
+    return _finish(key, split, spt_path, rpt_path, rows, timings, step_cost, shaping, seed)
+
+
+def _finish(key: str, split: LeaveOneOutSplit, spt_path: Path, rpt_path: Path, rows: list[dict], timings: dict,
+            step_cost: float | None, shaping: str, seed: int) -> dict:
+    """The dataset's result record: rows without their per-user NDCG, plus the paired differences."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
     for a, b in PAIRS:
@@ -235,8 +246,10 @@ def markdown(results: list[dict]) -> str:
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000,
-         step_cost: float | None = None, shaping: str = "potential", seed: int = 0) -> None:
-    """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``."""
+         step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False) -> None:
+    """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
+    (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
+    name = "lares_models" if models_only else "lares"
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
@@ -247,20 +260,20 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             continue
         t0 = time.perf_counter()
         res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users,
-                          step_cost, shaping, seed)
+                          step_cost, shaping, seed, models_only)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    previous = RESULTS / "lares.json"  # datasets not rerun (``only``) keep their last results
+    previous = RESULTS / f"{name}.json"  # datasets not rerun (``only``) keep their last results
     if previous.is_file():
         done = {r["dataset"] for r in results}
         kept = [r for r in json.loads(previous.read_text()) if r["dataset"] not in done]
         results = sorted(kept + results, key=lambda r: list(DATASETS).index(r["dataset"]))
     for folder in (out_dir, RESULTS):
-        (folder / "lares.md").write_text(markdown(results))
-        (folder / "lares.json").write_text(json.dumps(results, indent=1, default=float))
+        (folder / f"{name}.md").write_text(markdown(results))
+        (folder / f"{name}.json").write_text(json.dumps(results, indent=1, default=float))
 
 
 if __name__ == "__main__":
@@ -276,6 +289,8 @@ if __name__ == "__main__":
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
     parser.add_argument("--seed", type=int, default=0, help="PPO seeds, initial noise, the env's test-user subset")
+    parser.add_argument("--models-only", action="store_true",
+                        help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
     a = parser.parse_args()
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users, a.step_cost,
-         a.shaping, a.seed)
+         a.shaping, a.seed, a.models_only)

@@ -15,11 +15,13 @@ from simulators.recsys.lares import (
     LARESConfig,
     grpo_loss,
     group_advantages,
+    info_nce,
     kl_k3,
     load_lares,
     sample_steps,
     save_lares,
     spt_loss,
+    trim_padding,
     truncated_normal,
 )
 from simulators.recsys.split import leave_one_out
@@ -109,6 +111,30 @@ def test_spt_loss_finite_and_decreasing(tiny_split):
         opt.step()
         losses.append(parts["loss"])
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+
+
+def test_spt_loss_equals_the_padded_one_batch_loss(tiny_split):
+    # T0 = 0 and no dropout make the loss deterministic; spt_loss trims padding, scores only positions
+    # with a target and runs the positives in length chunks: it must equal one padded forward of all rows
+    model = LARES(LARESConfig(**TINY, init_scale=0.0)).train()
+    inputs, targets = training_windows(tiny_split, 8)
+    partners = same_target_partners(targets[:, -1], np.random.default_rng(0))
+    short = np.tile(np.flatnonzero((inputs > 0).sum(1) <= 5), 2)  # 96 rows
+    x, y, pos = (torch.from_numpy(a[short]) for a in (inputs, targets, inputs[partners]))
+    assert trim_padding(x).shape[1] == 5 and len(x) > 64  # the batch is cut and the positives need 2 chunks
+    _, parts = spt_loss(model, x, y, pos, 3, np.random.default_rng(1))
+    B = len(x)
+    H, mask = model.prepare(torch.cat([x, pos]))
+    states = model.reason(H, mask, 3, torch.zeros_like(H))
+    z = states[-1][:, -1]
+    same = y[:, -1, None] == y[None, :, -1]
+    expected = {
+        "ce": F.cross_entropy(model.score(states[-1][:B].reshape(-1, 16)), y.reshape(-1), ignore_index=0),
+        "tla": info_nce(z[:B], z[B:], 1.0, same),
+        "sla": info_nce(z[:B], states[int(np.random.default_rng(1).integers(2))][:B, -1], 1.0),
+    }
+    for key, value in expected.items():
+        assert parts[key] == pytest.approx(value.item(), rel=1e-5), key
 
 
 def test_training_windows_cover_each_transition_once(tiny_split):
@@ -206,14 +232,16 @@ def test_training_configs_reject_bad_values(make):
         make()
 
 
-def test_cli_passes_the_spt_loss_weights_to_the_model(tmp_path):
+def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
     from agents.lares_post_training import main
     from simulators.recsys.lares import load_lares
 
     out = tmp_path / "m.pt"
     main(["--default-world", "--phase", "spt", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
-          "--alpha-tla", "0", "--gamma-sla", "0.25", "--out", str(out)])
+          "--alpha-tla", "0", "--gamma-sla", "0.25", "--dropout", "0.5", "--out", str(out)])
     config = load_lares(out).config
-    assert (config.alpha_tla, config.gamma_sla) == (0.0, 0.25)
+    assert (config.alpha_tla, config.gamma_sla, config.dropout) == (0.0, 0.25, 0.5)
     with pytest.raises(ValueError, match="alpha_tla = -1.0"):
         main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
+    with pytest.raises(ValueError, match="dropout = 1.0"):
+        main(["--default-world", "--phase", "spt", "--dropout", "1", "--out", str(out)])

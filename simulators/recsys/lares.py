@@ -238,6 +238,24 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: float, same: torch.Tensor | 
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
+def trim_padding(input_ids: torch.Tensor) -> torch.Tensor:
+    """``input_ids [B, L]`` without its leading all-padding columns (outputs unchanged: positions are right-aligned)."""
+    first = int((input_ids != 0).any(0).int().argmax())
+    return input_ids[:, first:]
+
+
+def last_outputs(model: LARES, input_ids: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+                 chunk: int = 64) -> torch.Tensor:
+    """Final last-position output ``[B, d]`` of each row after ``steps`` steps; rows run in chunks of similar
+    length, each cut to its longest row, so a few long rows do not make every row pay for their padding."""
+    order = torch.argsort((input_ids != 0).sum(1), stable=True)
+    outs = []
+    for idx in order.split(chunk):
+        H, mask = model.prepare(trim_padding(input_ids[idx]))
+        outs.append(model.reason(H, mask, steps, model.initial_state(H, generator=generator))[-1][:, -1])
+    return torch.cat(outs)[torch.argsort(order)]
+
+
 def spt_loss(model: LARES, inputs: torch.Tensor, targets: torch.Tensor, positives: torch.Tensor,
              steps: int, rng: np.random.Generator, generator: torch.Generator | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -246,20 +264,26 @@ def spt_loss(model: LARES, inputs: torch.Tensor, targets: torch.Tensor, positive
     ``inputs``/``targets``: ``[B, L]`` next-item pairs (target 0 = no loss), CE at every position
     (the causal mask makes every position a prefix instance); ``positives``: ``[B, L]`` inputs of
     windows whose last target equals this window's last target. TLA and SLA use the last position.
+    Leading padding is cut (the batch to its longest row, the positives in length chunks) and
+    only positions with a target are scored: the loss is the same, the padding costs nothing.
     """
     c = model.config
-    B = len(inputs)
-    H, mask = model.prepare(torch.cat([inputs, positives]))
+    inputs = trim_padding(inputs)
+    targets = targets[:, -inputs.shape[1]:]
+    H, mask = model.prepare(inputs)
     states = model.reason(H, mask, steps, model.initial_state(H, generator=generator))
     T = states[-1]
-    ce = F.cross_entropy(model.score(T[:B].reshape(-1, c.hidden)), targets.reshape(-1), ignore_index=0)
+    scored = targets != 0
+    ce = F.cross_entropy(model.score(T[scored]), targets[scored])
     z = T[:, -1]
-    last = targets[:, -1]
-    same = last[:, None] == last[None, :]
-    tla = info_nce(z[:B], z[B:], c.tau, same) if c.alpha_tla > 0 else z.new_zeros(())
+    if c.alpha_tla > 0:
+        last = targets[:, -1]
+        tla = info_nce(z, last_outputs(model, positives, steps, generator), c.tau, last[:, None] == last[None, :])
+    else:
+        tla = z.new_zeros(())
     if steps > 1 and c.gamma_sla > 0:
-        mid = states[int(rng.integers(steps - 1))][:B, -1]
-        sla = info_nce(z[:B], mid, c.tau)
+        mid = states[int(rng.integers(steps - 1))][:, -1]
+        sla = info_nce(z, mid, c.tau)
     else:
         sla = z.new_zeros(())
     loss = ce + c.alpha_tla * tla + c.gamma_sla * sla
