@@ -60,6 +60,11 @@ from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
 
 
+def _check_eval_users(owner: str, n: int | None) -> None:
+    if n is not None and n < 1:
+        raise ValueError(f"{owner}.eval_users = {n!r} is invalid; allowed: None (all validation users) or an int >= 1")
+
+
 @dataclass(frozen=True)
 class SPTConfig:
     """SPT loop settings."""
@@ -87,6 +92,7 @@ class SPTConfig:
             raise ValueError(f"SPTConfig.lr = {self.lr!r} is invalid; allowed: a float > 0")
         if self.windows not in ("all", "last"):
             raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all' or 'last'")
+        _check_eval_users("SPTConfig", self.eval_users)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class RPTConfig:
     out: Path | None = None
 
     def __post_init__(self) -> None:
+        _check_eval_users("RPTConfig", self.eval_users)
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"RPTConfig.eval_every = {self.eval_every!r} is invalid; allowed: None or an int >= 1")
         if not 2 <= self.group_size <= 64:
@@ -446,7 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rpt-epochs", type=int, default=RPTConfig.epochs)
     p.add_argument("--time-budget", type=float, default=None, help="seconds of SPT (ends after that epoch)")
     p.add_argument("--rpt-time-budget", type=float, default=None, help="seconds of RPT")
-    p.add_argument("--eval-users", type=int, default=2000)
+    p.add_argument("--eval-users", type=int, default=2000,
+                   help="validation users per evaluation, a fixed random subset; 0 = all (a subset can mislead: "
+                        "2,000 of Beauty's read 0.0511 NDCG@10 where all 22,363 gave 0.0433)")
     p.add_argument("--half", action="store_true", help="store float16 weights (small shipped files)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=SPTConfig.patience)
@@ -466,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
     if args.phase in ("spt", "both"):
-        spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users,
+        spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users or None,
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
                             windows=args.windows)  # the best epoch is saved as it goes
@@ -480,7 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--phase rpt needs --init <SPT checkpoint>")
         model = load_lares(args.init)
     if args.phase in ("rpt", "both"):
-        rpt_cfg = RPTConfig(epochs=args.rpt_epochs, time_budget_s=args.rpt_time_budget, eval_users=args.eval_users,
+        rpt_cfg = RPTConfig(epochs=args.rpt_epochs, time_budget_s=args.rpt_time_budget,
+                            eval_users=args.eval_users or None,
                             seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
                             eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)

@@ -226,9 +226,10 @@ def test_init_from_sasrec_maps_embeddings_positions_and_layers():
         init_from_sasrec(LARES(LARESConfig(**dict(TINY, hidden=8, n_heads=2))), sas)
 
 
-@pytest.mark.parametrize("make", [lambda: SPTConfig(windows="recent"), lambda: RPTConfig(eval_every=0)])
+@pytest.mark.parametrize("make", [lambda: SPTConfig(windows="recent"), lambda: RPTConfig(eval_every=0),
+                                  lambda: SPTConfig(eval_users=0), lambda: RPTConfig(eval_users=-5)])
 def test_training_configs_reject_bad_values(make):
-    with pytest.raises(ValueError, match="windows|eval_every"):
+    with pytest.raises(ValueError, match="windows|eval_every|eval_users"):
         make()
 
 
