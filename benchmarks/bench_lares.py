@@ -15,7 +15,7 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
   the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
-  LARES-SPT - SASRec, RPT - SPT (same initial noise), and each PPO agent - fixed_depth_4 (same
+  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and each PPO agent - fixed_depth_4 (same
   users, same noise: the env episodes are pinned and seeded identically for every policy).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
@@ -57,8 +57,8 @@ STEP_COST = {"ml-100k": 0.005, "beauty": 0.001}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
-PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("PPO halting (SB3)", "fixed_depth_4"),
-         ("PPO halting (RLlib)", "fixed_depth_4"))
+PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
+         ("PPO halting (SB3)", "fixed_depth_4"), ("PPO halting (RLlib)", "fixed_depth_4"))
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
