@@ -55,6 +55,7 @@ from simulators.recsys.lares import (
     sample_steps,
     save_lares,
     spt_loss,
+    trim_padding,
 )
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
@@ -408,8 +409,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         bar = tqdm(batches, desc=f"RPT epoch {epoch}", disable=not config.progress)
         sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0}, 0
         for b, idx in enumerate(bar):
-            w = int(lengths[idx].max())
-            loss, parts = rpt_batch_loss(policy, reference, torch.from_numpy(inputs[idx, -w:]),
+            loss, parts = rpt_batch_loss(policy, reference, trim_padding(torch.from_numpy(inputs[idx])),
                                          torch.from_numpy(targets[idx]), config, rng, gen)
             opt.zero_grad()
             loss.backward()
