@@ -84,6 +84,12 @@ CONTINUE, STOP = 0, 1
 _NONE = np.zeros(0, dtype=np.int64)  # "no slots"
 _MASKED = -1e9  # finite score of history items: exp() underflows to 0 and 0 * fill stays 0
 _BLOCK = 128  # score columns per block of the two-level top-2 search
+_KPIS = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
+
+
+def _ndcg(rank: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of 0-based ranks of a single relevant item."""
+    return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ class ReasoningBatch:
         self.emb_t = torch.cat([emb, emb.new_zeros(self.n_cols - len(emb), self.d)]).T
         self.scores = torch.empty(n, self.n_cols)
         self.work = torch.empty(n, self.n_cols)
+        self.ge = torch.empty(n, self.n_cols, dtype=torch.bool)
         # when n_cols * exp(bound) stays below float32's max (e^88), neither exp(score) nor its sum can
         # overflow (nor can the top score's exp underflow): then the softmax needs no max-shift pass
         self.shift = self.score_bound() + np.log(self.n_cols) > 85.0
@@ -227,9 +234,10 @@ class ReasoningBatch:
         T = self.model.step(T, self.H[sel], self.mask[sel])
         self.T[sel] = T
         h = T[:, -1]
-        top1, margin, entropy, logp = self.ranking_stats(h, sel)
+        top1, margin, entropy, logp, rank = self.ranking_stats(h, sel)
         old = self.logp[cont].copy()
         self.logp[slots] = logp.double().numpy()
+        self.rank[slots] = rank.numpy()
         self.depth[slots] += 1
         obs = self.obs[slots]
         obs[:, : self.d] = h.numpy()
@@ -252,9 +260,11 @@ class ReasoningBatch:
         return np.zeros(len(slots)) if self.config.potential_shaping else self.metric(slots)
 
     def ranking_stats(self, h: torch.Tensor, sel: slice | torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Top score, top-1 minus top-2 margin, softmax entropy (nats) and the target's log-prob of the
-        history-masked scores of ``h`` ``[k, d]``, in one product and three passes over the scores.
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top score, top-1 minus top-2 margin, softmax entropy (nats), the target's log-prob and its
+        0-based rank of the history-masked scores of ``h`` ``[k, d]``, in one product and four passes
+        over the scores. The rank of every step is kept because the episode may end on it (a stop, or
+        potential shaping scoring each step): one pass now is cheaper than a second product then.
 
         Top-2 is two-level (block maxima, then the winning block), much cheaper than ``topk`` over
         all items; the entropy is ``log Z - sum_j e_j x_j / Z`` with ``e = exp(x)``, computed in place in
@@ -263,6 +273,7 @@ class ReasoningBatch:
         """
         k = len(h)
         s, target = self._masked_scores(h, sel)
+        rank = torch.ge(s, target, out=self.ge[:k]).sum(1) - 1
         blocks = s.view(k, -1, self.block)
         best2, where = blocks.amax(2).topk(2, dim=1)
         inner2 = blocks[torch.arange(k), where[:, 0]].topk(2, dim=1).values
@@ -274,7 +285,7 @@ class ReasoningBatch:
         z = e.sum(1)
         log_z = z.log()
         entropy = log_z - e.mul_(x).sum(1) / z
-        return top1, margin, entropy, target.squeeze(1) - shift - log_z
+        return top1, margin, entropy, target.squeeze(1) - shift - log_z, rank
 
     def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores ``[k, n_cols]`` of ``h`` ``[k, d]`` with the history and the padding columns masked (a view
@@ -286,28 +297,16 @@ class ReasoningBatch:
         target = s.gather(1, targets)
         return s.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target), target
 
-    @torch.no_grad()
-    def finish(self, slots: np.ndarray) -> np.ndarray:
-        """Final 0-based rank of the target of each slot (full ranking, history masked); stored in ``rank``."""
-        if len(slots):
-            sel = torch.from_numpy(slots)
-            scores, target = self._masked_scores(self.T[sel][:, -1], sel)
-            self.rank[slots] = ((scores >= target).sum(1) - 1).numpy()
-        return self.rank[slots]
-
     def metric(self, slots: np.ndarray) -> np.ndarray:
         """Terminal reward of ``slots``: NDCG@k or Recall@k of the current ranking."""
-        rank = self.finish(slots)
-        hit = rank < self.config.k
-        if self.config.reward_metric == "recall":
-            return hit.astype(np.float64)
-        return np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
+        rank, k = self.rank[slots], self.config.k
+        return (rank < k).astype(np.float64) if self.config.reward_metric == "recall" else _ndcg(rank, k)
 
-    def kpis(self, i: int) -> dict[str, float]:
-        """KPIs of slot ``i``'s finished episode."""
-        r = int(self.rank[i])
-        return {"NDCG@10": float(1.0 / np.log2(r + 2.0)) if r < 10 else 0.0, "Recall@10": float(r < 10),
-                "MRR": 1.0 / (r + 1.0), "rank": float(r), "steps": float(self.depth[i])}
+    def kpis(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """KPIs of the finished episodes of ``slots``, one array per KPI."""
+        r = self.rank[slots].astype(np.float64)
+        return {"NDCG@10": _ndcg(r, 10), "Recall@10": (r < 10).astype(np.float64), "MRR": 1.0 / (r + 1.0),
+                "rank": r, "steps": self.depth[slots].astype(np.float64)}
 
     def spaces(self) -> tuple[spaces.Box, spaces.Space]:
         """Observation and action space of one episode.
@@ -413,7 +412,7 @@ class LatentReasoningEnv(gym.Env):
         info: dict[str, Any] = {"depth": int(b.depth[0]), "user": int(b.users[0])}
         if terminated:
             reward += float(b.final_reward(self._slot)[0])
-            info["kpis"] = b.kpis(0)
+            info["kpis"] = {key: float(v[0]) for key, v in b.kpis(self._slot).items()}
             self._done = True
         return b.obs[0].copy(), float(reward), bool(terminated), False, info
 
@@ -421,7 +420,7 @@ class LatentReasoningEnv(gym.Env):
         """"ansi": one status line; "rgb_array": the softmax of the top 20 items as bars (target red)."""
         b = self.batch
         if self.render_mode == "ansi":
-            rank = int(b.finish(self._slot)[0])
+            rank = int(b.rank[0])
             return (f"user {int(b.users[0])} depth {int(b.depth[0])}/{b.horizon} target rank {rank} "
                     f"top score {b.obs[0, b.d + 1]:.3f} margin {b.obs[0, b.d + 2]:.3f} "
                     f"entropy deficit {b.obs[0, b.d + 3]:.3f}")
@@ -551,11 +550,9 @@ class LatentReasoningVectorEnv(VectorEnv):
         rewards[ended] += b.final_reward(ended)
         infos: dict[str, Any] = {"depth": b.depth.copy(), "user": b.users.copy()}
         if len(ended):
-            keys = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
-            kp = {key: np.zeros(n) for key in keys}
-            for i in ended:
-                for key, v in b.kpis(int(i)).items():
-                    kp[key][i] = v
+            kp = {key: np.zeros(n) for key in _KPIS}
+            for key, v in b.kpis(ended).items():
+                kp[key][ended] = v
             infos["kpis"] = kp
             infos["_kpis"] = terminated.copy()
         self._autoreset = terminated.copy()

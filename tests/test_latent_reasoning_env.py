@@ -270,7 +270,7 @@ def test_baselines(tiny):
 
 
 def test_ranking_stats_equal_naive_reference(tiny):
-    """Top score, margin, entropy and log p(target) of the observation vs a float64 softmax by hand."""
+    """Top score, margin, entropy, log p(target) and the target's rank vs a float64 softmax by hand."""
     vec = LatentReasoningVectorEnv(6, dict(tiny, split="test"))
     obs, info = vec.reset(seed=5)
     obs, *_ = vec.step(np.full(6, CONTINUE))
@@ -288,15 +288,18 @@ def test_ranking_stats_equal_naive_reference(tiny):
     np.testing.assert_allclose(obs[:, 16], 2)  # depth after reset's first step and one continue
     np.testing.assert_allclose(obs[:, 19], np.log(b.n_items) - entropy.numpy(), atol=1e-4)
     np.testing.assert_allclose(b.logp, logp.gather(1, b.targets[:, None]).squeeze(1).numpy(), atol=1e-4)
+    rank = (scores > scores.gather(1, b.targets[:, None])).sum(1).numpy()
+    np.testing.assert_array_equal(b.rank, rank)  # no ties on this world: >= and > agree
     b.shift = not b.shift  # the max-shifted softmax (used when scores could overflow exp) agrees
     shifted = b.ranking_stats(b.T[:, -1], slice(None))
     np.testing.assert_allclose(np.log(b.n_items) - shifted[2].numpy(), obs[:, 19], atol=1e-4)
     np.testing.assert_allclose(shifted[3].numpy(), b.logp, atol=1e-5)
+    np.testing.assert_array_equal(shifted[4].numpy(), rank)
     # a tie at the top (an item copied onto the best one, wherever its block) gives margin 0
     best = int(scores[0].argmax())
     twin = next(j for j in range(1, b.n_items + 1) if not hist[0, j] and j != best and j // b.block != best // b.block)
     b.emb_t[:, twin] = b.emb_t[:, best]
-    top1, margin, _, _ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
+    top1, margin, *_ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
     assert margin[0] == 0 and top1[0] == pytest.approx(float(top[0, 0]), abs=1e-5)
 
 
