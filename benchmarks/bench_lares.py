@@ -50,10 +50,9 @@ DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
 # compute cost per extra reasoning step, per dataset, chosen on its validation users (SPT model at depth
 # 1/2/3/4): ML-100K gains 0.045 / 0.008 / 0.004 NDCG@10 per step, so 0.005 makes the trade-off matter;
-# Beauty gains 0.024 / 0.003 / 0.0007 on a scale half as large: 0.001 (SB3 PPO with VecNormalize, 3,000
-# validation users: 0.0475 at 2.67 steps, 0.0467 at 2.48 with 0.0015, 0.0466 at 2.26 with 0.002;
-# fixed depth 4: 0.0486)
-STEP_COST = {"ml-100k": 0.005, "beauty": 0.001}
+# Beauty (SPT without TLA) gains 0.038 / 0.0054 / 0.0004 on a scale half as large: 0.002 (SB3 PPO with
+# VecNormalize, 3,000 validation users: 0.0667 at 2.51 steps; fixed depth 4: 0.0675)
+STEP_COST = {"ml-100k": 0.005, "beauty": 0.002}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
@@ -164,8 +163,12 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         rows.append(row("SASRec", sasrec_ranks(sasrec, split), note="max_len 50, recsys world checkpoint"))
     for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
         model = load_lares(path)
-        rows.append(row(name, evaluate_ranks(model, split, "test", model.config.eval_steps, seed=seed),
-                        np.full(len(users), model.config.eval_steps), note="depth 4"))
+        c = model.config
+        note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
+        if path == rpt_path and _kept_spt(model.meta.get("history", [])):
+            note += "; RPT never beat SPT on validation: these are the SPT weights"
+        rows.append(row(name, evaluate_ranks(model, split, "test", c.eval_steps, seed=seed),
+                        np.full(len(users), c.eval_steps), note=note))
     if models_only:
         return _finish(key, split, spt_path, rpt_path, rows, timings, None, shaping, seed)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
@@ -213,6 +216,11 @@ def _finish(key: str, split: LeaveOneOutSplit, spt_path: Path, rpt_path: Path, r
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": _history(spt_path),
             "rpt_meta": _history(rpt_path), "rows": rows, "paired": paired, "timings": timings,
             "step_cost": step_cost, "shaping": shaping, "seed": seed}
+
+
+def _kept_spt(history: list[dict]) -> bool:
+    """Whether RPT's best validation entry is its starting point (epoch -1, the SPT model), which it then returns."""
+    return bool(history) and max(history, key=lambda h: h["NDCG@10"])["epoch"] == -1
 
 
 def _history(path: Path) -> list:

@@ -246,3 +246,23 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
         main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
     with pytest.raises(ValueError, match="dropout = 1.0"):
         main(["--default-world", "--phase", "spt", "--dropout", "1", "--out", str(out)])
+
+
+@pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
+def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
+    """RPT returns the model of its best validation entry; epoch -1 (the SPT model itself) when nothing beat it."""
+    from agents.lares_post_training import _valid_metric, train_rpt
+    from benchmarks.bench_lares import _kept_spt
+
+    torch.manual_seed(0)
+    spt = LARES(LARESConfig(**TINY)).eval()
+    config = RPTConfig(epochs=2, lr=lr, batch_size=16, eval_users=None, eval_every=2, filter_top=30,
+                       progress=False)
+    rpt, history = train_rpt(spt, tiny_split, config)
+    assert history[0]["epoch"] == -1 and len(history) > 2
+    best = max(history, key=lambda h: h["NDCG@10"])
+    same = all(torch.equal(a, b) for a, b in zip(spt.state_dict().values(), rpt.state_dict().values()))
+    assert _kept_spt(history) == same == (best["epoch"] == -1)
+    users = tiny_split.users("valid")
+    assert _valid_metric(rpt, tiny_split, users, config.seed)["NDCG@10"] == pytest.approx(best["NDCG@10"])
+    assert same == (lr < 1e-3)  # each case takes the branch it is for (else it tests nothing)
