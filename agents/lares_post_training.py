@@ -339,6 +339,12 @@ def _rollout_logps(model: LARES, H: torch.Tensor, mask: torch.Tensor, T0: torch.
     return torch.stack(logps, dim=1), scores
 
 
+def rpt_kept_spt(history: list[dict[str, float]]) -> bool:
+    """Whether a :func:`train_rpt` history's best validation entry is its first (epoch -1: the SPT model
+    itself), i.e. RPT returned the SPT weights unchanged."""
+    return bool(history) and max(history, key=lambda h: h["NDCG@10"])["epoch"] == -1
+
+
 def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
                    config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
                    ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.lares_post_training import RPTConfig, SPTConfig, train_rpt, train_spt
+from agents.lares_post_training import RPTConfig, SPTConfig, rpt_kept_spt, train_rpt, train_spt
 from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
 from simulators.recsys.lares import LARESConfig, dataset_digest, evaluate_ranks, load_lares, save_lares
@@ -161,16 +161,17 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     sasrec = ckpt_dir / key / "best.pt"
     if sasrec.is_file():
         rows.append(row("SASRec", sasrec_ranks(sasrec, split), note="max_len 50, recsys world checkpoint"))
+    histories = {}  # training logs of both checkpoints, for the result record
     for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
         model = load_lares(path)
-        c = model.config
+        c, histories[name] = model.config, model.meta.get("history", [])
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
-        if path == rpt_path and _kept_spt(model.meta.get("history", [])):
+        if path == rpt_path and rpt_kept_spt(histories[name]):
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         rows.append(row(name, evaluate_ranks(model, split, "test", c.eval_steps, seed=seed),
                         np.full(len(users), c.eval_steps), note=note))
     if models_only:
-        return _finish(key, split, spt_path, rpt_path, rows, timings, None, shaping, seed)
+        return _finish(key, split, histories, rows, timings, None, shaping, seed)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
     base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
@@ -197,10 +198,10 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks, steps = halting_episodes(env, env_users, act, seed)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps, note=note))
-    return _finish(key, split, spt_path, rpt_path, rows, timings, step_cost, shaping, seed)
+    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed)
 
 
-def _finish(key: str, split: LeaveOneOutSplit, spt_path: Path, rpt_path: Path, rows: list[dict], timings: dict,
+def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
             step_cost: float | None, shaping: str, seed: int) -> dict:
     """The dataset's result record: rows without their per-user NDCG, plus the paired differences."""
     by_name = {r["policy"]: r for r in rows}
@@ -213,18 +214,9 @@ def _finish(key: str, split: LeaveOneOutSplit, spt_path: Path, rpt_path: Path, r
                            "lo": d.low, "hi": d.high, "steps_ratio": ratio})
     for r in rows:
         del r["ndcg_per_user"]
-    return {"dataset": key, "data": split.dataset.summary(), "spt_meta": _history(spt_path),
-            "rpt_meta": _history(rpt_path), "rows": rows, "paired": paired, "timings": timings,
+    return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
+            "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
             "step_cost": step_cost, "shaping": shaping, "seed": seed}
-
-
-def _kept_spt(history: list[dict]) -> bool:
-    """Whether RPT's best validation entry is its starting point (epoch -1, the SPT model), which it then returns."""
-    return bool(history) and max(history, key=lambda h: h["NDCG@10"])["epoch"] == -1
-
-
-def _history(path: Path) -> list:
-    return load_lares(path).meta.get("history", [])
 
 
 def markdown(results: list[dict]) -> str:

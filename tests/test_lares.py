@@ -251,8 +251,7 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
 def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
     """RPT returns the model of its best validation entry; epoch -1 (the SPT model itself) when nothing beat it."""
-    from agents.lares_post_training import _valid_metric, train_rpt
-    from benchmarks.bench_lares import _kept_spt
+    from agents.lares_post_training import _valid_metric, rpt_kept_spt, train_rpt
 
     torch.manual_seed(0)
     spt = LARES(LARESConfig(**TINY)).eval()
@@ -262,7 +261,7 @@ def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
     assert history[0]["epoch"] == -1 and len(history) > 2
     best = max(history, key=lambda h: h["NDCG@10"])
     same = all(torch.equal(a, b) for a, b in zip(spt.state_dict().values(), rpt.state_dict().values()))
-    assert _kept_spt(history) == same == (best["epoch"] == -1)
+    assert rpt_kept_spt(history) == same == (best["epoch"] == -1)
     users = tiny_split.users("valid")
     assert _valid_metric(rpt, tiny_split, users, config.seed)["NDCG@10"] == pytest.approx(best["NDCG@10"])
     assert same == (lr < 1e-3)  # each case takes the branch it is for (else it tests nothing)
