@@ -10,12 +10,13 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
 - Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split,
   one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
-  (p_stop = 1/4) and PPO halting agents trained on the validation targets with the settings of the
+  (p_stop = 1/4), state-change halting (threshold and minimum depth calibrated on 3,000 validation
+  users for at most 70% of fixed depth 4's steps, ``agents.baselines.latent_reasoning``) and PPO halting agents trained on the validation targets with the settings of the
   env's experiment file (SB3 on 4 scalar envs with VecNormalize; RLlib on the env's native vector env
   with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
   the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
-  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and each PPO agent - fixed_depth_4 (same
+  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and each PPO agent and state-change halting - fixed_depth_4 (same
   users, same noise: the env episodes are pinned and seeded identically for every policy).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.baselines.latent_reasoning import calibrate_state_change
 from agents.lares_post_training import RPTConfig, SPTConfig, rpt_kept_spt, train_rpt, train_spt
 from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
@@ -57,7 +59,8 @@ STEP_COST = {"ml-100k": 0.005, "beauty": 0.002}
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
 PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
-         ("PPO halting (SB3)", "fixed_depth_4"), ("PPO halting (RLlib)", "fixed_depth_4"))
+         ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
+         ("PPO halting (RLlib)", "fixed_depth_4"))
 ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -177,6 +180,10 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
     policies["random_halting"] = random_halting()
+    t0 = time.perf_counter()
+    rule = calibrate_state_change(env.config, max_mean_steps=0.7 * 4, seed=seed)
+    timings["state_change_calibration_s"] = time.perf_counter() - t0
+    policies["state-change halting"] = lambda obs, depth, rng: rule.decide(obs, depth)
     train_kwargs = {"config": dict(base, split="valid", shaping=shaping == "logp",
                                    potential_shaping=shaping == "potential")}
     t0 = time.perf_counter()
@@ -197,7 +204,11 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         t0 = time.perf_counter()
         ranks, steps = halting_episodes(env, env_users, act, seed)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
-        rows.append(row(name, ranks, steps, note=note))
+        extra = ""
+        if name == "state-change halting":
+            extra = (f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} (validation: NDCG@10 "
+                     f"{rule.ndcg:.4f} at {rule.steps:.2f} steps)")
+        rows.append(row(name, ranks, steps, note=note + extra))
     return _finish(key, split, histories, rows, timings, step_cost, shaping, seed)
 
 

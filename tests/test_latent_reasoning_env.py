@@ -11,6 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import make_baseline
+from agents.baselines.latent_reasoning import calibrate_state_change
 from envs.latent_reasoning import (
     CONTINUE,
     STOP,
@@ -269,6 +270,41 @@ def test_baselines(tiny):
         make_baseline(ENV_ID, "fixed_depth_4").reset(gym.make(ENV_ID, config=dict(tiny, action_mode="residual")), 0)
 
 
+def test_state_change_halting_scores_its_rule_as_the_env_does(tiny):
+    """The calibration's offline NDCG and steps equal those of the rule's own episodes; the budget binds."""
+    config = LatentReasoningConfig(**tiny, max_depth=6)
+    rule = calibrate_state_change(config, max_mean_steps=2.5, batch=16)
+    assert rule.steps <= 2.5
+    vec = LatentReasoningVectorEnv(16, dict(tiny, max_depth=6))
+    users = vec.batch.eligible_users("valid")
+    ndcg, steps = [], []
+    for i in range(0, len(users), 16):  # the calibration's batches and seeds
+        m = len(users[i:i + 16])
+        obs, info = vec.reset(seed=i, options={"users": np.resize(users[i:i + 16], 16)})
+        done = np.zeros(16, dtype=bool)
+        while not done[:m].all():
+            obs, _, term, _, info = vec.step(np.where(done, STOP, rule.decide(obs, info["depth"])))
+            ended = (term & ~done)[:m]
+            if ended.any():
+                ndcg += info["kpis"]["NDCG@10"][:m][ended].tolist()
+                steps += info["kpis"]["steps"][:m][ended].tolist()
+            done |= term
+    assert len(ndcg) == len(users)
+    assert np.mean(ndcg) == pytest.approx(rule.ndcg, abs=1e-9) and np.mean(steps) == pytest.approx(rule.steps)
+    one = calibrate_state_change(config, max_mean_steps=1.0, batch=16)
+    assert one.steps == 1.0 and one.ndcg <= rule.ndcg
+    policy = make_baseline(ENV_ID, "state_change_halting", rule=rule)
+    env = gym.make(ENV_ID, config=dict(tiny, max_depth=6))
+    obs, _ = env.reset(seed=0, options={"user": int(users[0])})
+    policy.reset(env, 0)
+    while (action := policy.act(obs, env)) == CONTINUE:
+        obs, _, term, _, _ = env.step(action)
+        assert not term or env.unwrapped.depth == 6
+    assert env.unwrapped.depth >= rule.min_depth
+    with pytest.raises(ValueError, match="max_mean_steps"):
+        calibrate_state_change(config, max_mean_steps=0.5)
+
+
 def test_ranking_stats_equal_naive_reference(tiny):
     """Top score, margin, entropy, log p(target) and the target's rank vs a float64 softmax by hand."""
     vec = LatentReasoningVectorEnv(6, dict(tiny, split="test"))
@@ -301,6 +337,23 @@ def test_ranking_stats_equal_naive_reference(tiny):
     b.emb_t[:, twin] = b.emb_t[:, best]
     top1, margin, *_ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
     assert margin[0] == 0 and top1[0] == pytest.approx(float(top[0, 0]), abs=1e-5)
+
+
+def test_state_change_is_the_distance_the_last_step_moved(tiny):
+    """Halt: the distance between consecutive observed states; residual: from the refined state."""
+    halt = LatentReasoningVectorEnv(6, tiny)
+    d = halt.batch.d
+    h0, _ = halt.reset(seed=3)
+    h1, *_ = halt.step(np.full(6, CONTINUE))
+    np.testing.assert_allclose(h1[:, d + 4], np.linalg.norm(h1[:, :d] - h0[:, :d], axis=1), rtol=1e-5, atol=1e-5)
+    residual = LatentReasoningVectorEnv(6, dict(tiny, action_mode="residual"))
+    r0, _ = residual.reset(seed=3)
+    a = np.random.default_rng(0).uniform(-1, 1, (6, residual.config.residual_dim)).astype(np.float32)
+    r1, *_ = residual.step(a)
+    start = r0[:, :d] + residual.config.residual_scale * a @ residual.batch.projection.numpy()
+    np.testing.assert_allclose(r1[:, d + 4], np.linalg.norm(r1[:, :d] - start, axis=1), rtol=1e-4, atol=1e-5)
+    for env, obs in ((halt, h0), (halt, h1), (residual, r0), (residual, r1)):  # reset's first step starts at T_0
+        assert env.observation_space.contains(obs) and (obs[:, d + 4] > 0).all()
 
 
 def test_rllib_env_runner_steps_the_native_vector_env(tiny):
