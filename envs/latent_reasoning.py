@@ -92,6 +92,7 @@ _NONE = np.zeros(0, dtype=np.int64)  # "no slots"
 _MASKED = -1e9  # finite score of history items: exp() underflows to 0 and 0 * fill stays 0
 _BLOCK = 128  # score columns per block of the two-level top-2 search
 _KPIS = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
+_LN2 = float(np.log(2.0))
 
 
 def _ndcg(rank: np.ndarray, k: int) -> np.ndarray:
@@ -196,10 +197,12 @@ class ReasoningBatch:
         self.width = max(self.L, max(len(seq) for seq in self.split.dataset.sequences) + 1)
         self.history = torch.zeros(n, self.width, dtype=torch.long)
         # per-step scores go to preallocated buffers (no 10 MB allocations per step), padded to whole
-        # blocks; padding columns get zero embeddings and are masked after each product
+        # blocks; padding columns get zero embeddings and are masked after each product. The table is
+        # scaled by log2(e), so the product gives scores in bits (score / ln 2) and the softmax can use
+        # exp2, about twice as fast as exp on CPU (measured 1.8 vs 3.5 ms per 256 x 12,160 scores)
         self.block = max(2, min(_BLOCK, (self.n_items + 1) // 2))  # >= 2 blocks of >= 2 columns
         self.n_cols = max(2, -(-(self.n_items + 1) // self.block)) * self.block
-        emb = self.model.item_embedding.weight.detach()
+        emb = self.model.item_embedding.weight.detach() / _LN2
         self.emb_t = torch.cat([emb, emb.new_zeros(self.n_cols - len(emb), self.d)]).T
         self.scores = torch.empty(n, self.n_cols)
         self.work = torch.empty(n, self.n_cols)
@@ -275,9 +278,9 @@ class ReasoningBatch:
         potential shaping scoring each step): one pass now is cheaper than a second product then.
 
         Top-2 is two-level (block maxima, then the winning block), much cheaper than ``topk`` over
-        all items; the entropy is ``log Z - sum_j e_j x_j / Z`` with ``e = exp(x)``, computed in place in
-        the preallocated buffers, where ``x = s - max`` only if the weight-derived score bound allows
-        an overflow (``self.shift``), else ``x = s``.
+        all items; the entropy is ``log Z - ln 2 sum_j e_j x_j / Z`` with ``e = 2^x`` (``x`` in bits, see
+        ``__init__``), computed in place in the preallocated buffers, where ``x = s - max`` only if the
+        weight-derived score bound allows an overflow (``self.shift``), else ``x = s``.
         """
         k = len(h)
         s, target = self._masked_scores(h, sel)
@@ -290,15 +293,15 @@ class ReasoningBatch:
         margin = top1 - torch.maximum(best2[:, 1], inner2[:, 1])
         shift = top1 if self.shift else torch.zeros(k)
         x = s.sub_(shift[:, None]) if self.shift else s
-        e = torch.exp(x, out=self.work[:k])
+        e = torch.exp2(x, out=self.work[:k])
         z = e.sum(1)
         log_z = z.log()
-        entropy = log_z - e.mul_(x).sum(1) / z
-        return top1, margin, entropy, target.squeeze(1) - shift - log_z, rank
+        entropy = log_z - _LN2 * e.mul_(x).sum(1) / z
+        return _LN2 * top1, _LN2 * margin, entropy, _LN2 * (target.squeeze(1) - shift) - log_z, rank
 
     def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores ``[k, n_cols]`` of ``h`` ``[k, d]`` with the history and the padding columns masked (a view
-        of the reused buffer) and the target's score ``[k, 1]``; the target always stays ranked (as in
+        """Scores in bits (``h . e_j / ln 2``) ``[k, n_cols]`` of ``h`` ``[k, d]`` with the history and the
+        padding columns masked (a view of the reused buffer) and the target's score ``[k, 1]``; the target always stays ranked (as in
         ``metrics.target_ranks``)."""
         s = torch.mm(h, self.emb_t, out=self.scores[:len(h)])
         s[:, self.n_items + 1:] = _MASKED
@@ -448,7 +451,7 @@ class LatentReasoningEnv(gym.Env):
             return None
         with torch.no_grad():
             scores = b._masked_scores(b.T[:1, -1], slice(0, 1))[0][0]
-        top = torch.softmax(scores, 0).topk(20)
+        top = torch.softmax(_LN2 * scores, 0).topk(20)
         img = np.full((100, 200, 3), 255, dtype=np.uint8)
         for j, (p, item) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             h = int(round(99 * p / max(top.values[0].item(), 1e-12)))
