@@ -8,16 +8,18 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   skipped when absent.
 - LARES-SPT / LARES-SPT+RPT: ``<ckpt_dir>/lares/<key>.pt`` / ``<key>_rpt.pt`` at the model's
   evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
-- Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split,
-  one episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call): fixed depth 1/2/4/8, random halting
-  (p_stop = 1/4), state-change halting (threshold and minimum depth calibrated on 3,000 validation
-  users for at most 70% of fixed depth 4's steps, ``agents.baselines.latent_reasoning``) and PPO halting agents trained on the validation targets with the settings of the
-  env's experiment file (SB3 on 4 scalar envs with VecNormalize; RLlib on the env's native vector env
-  with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
+- Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split, one
+  episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call):
+  fixed depth 1/2/4/8, random halting (p_stop = 1/4), state-change halting (threshold and minimum
+  depth calibrated on 3,000 validation users for at most 70% of fixed depth 4's steps,
+  ``agents.baselines.latent_reasoning``) and PPO halting agents trained on the validation targets with
+  the settings of the env's experiment file (SB3 on 4 scalar envs with VecNormalize; RLlib on the env's
+  native vector env with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
   the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
-  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and each PPO agent and state-change halting - fixed_depth_4 (same
-  users, same noise: the env episodes are pinned and seeded identically for every policy).
+  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and state-change halting and each PPO
+  agent - fixed_depth_4 (same users, same noise: the env episodes are pinned and seeded identically for
+  every policy).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
 
@@ -61,7 +63,7 @@ SHAPING = ("potential", "logp", "none")
 PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
          ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
          ("PPO halting (RLlib)", "fixed_depth_4"))
-ActFn = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
 
 
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
@@ -101,7 +103,7 @@ def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActF
         done = np.zeros(n, dtype=bool)
         r, k = np.zeros(n, np.int64), np.zeros(n, np.int64)
         while not done.all():
-            obs, _, term, trunc, info = env.step(np.where(done, STOP, act(obs, info["depth"], rng)))
+            obs, _, term, trunc, info = env.step(np.where(done, STOP, act(obs, info, rng)))
             ended = (term | trunc) & ~done
             if ended.any():
                 r[ended], k[ended] = info["kpis"]["rank"][ended], info["kpis"]["steps"][ended]
@@ -111,11 +113,11 @@ def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActF
 
 
 def fixed_depth(k: int) -> ActFn:
-    return lambda obs, depth, rng: np.where(depth >= k, STOP, CONTINUE)
+    return lambda obs, info, rng: np.where(info["depth"] >= k, STOP, CONTINUE)
 
 
 def random_halting(p_stop: float = 0.25) -> ActFn:
-    return lambda obs, depth, rng: np.where(rng.random(len(depth)) < p_stop, STOP, CONTINUE)
+    return lambda obs, info, rng: np.where(rng.random(len(obs)) < p_stop, STOP, CONTINUE)
 
 
 def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn:
@@ -126,7 +128,7 @@ def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn
     cfg = load_experiment(ENV_ID).sb3_config("ppo", timesteps=timesteps, env_kwargs=env_kwargs, seed=seed,
                                               out_dir=out_dir, progress=False)
     policy = train_sb3(ENV_ID, cfg)
-    return lambda obs, depth, rng: policy.predict(obs)
+    return lambda obs, info, rng: policy.predict(obs)
 
 
 def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> ActFn:
@@ -137,7 +139,7 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> Ac
     cfg = load_experiment(ENV_ID).rllib_config("ppo", iterations=iterations, env_kwargs=env_kwargs, seed=seed,
                                                 out_dir=out_dir, progress=False)
     policy = train_rllib(ENV_ID, cfg)
-    return lambda obs, depth, rng: policy.predict(obs)
+    return lambda obs, info, rng: policy.predict(obs)
 
 
 def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_s: float) -> tuple[Path, Path]:
@@ -183,7 +185,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     t0 = time.perf_counter()
     rule = calibrate_state_change(env.config, max_mean_steps=0.7 * 4, seed=seed)
     timings["state_change_calibration_s"] = time.perf_counter() - t0
-    policies["state-change halting"] = lambda obs, depth, rng: rule.decide(obs, depth)
+    policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     train_kwargs = {"config": dict(base, split="valid", shaping=shaping == "logp",
                                    potential_shaping=shaping == "potential")}
     t0 = time.perf_counter()

@@ -283,7 +283,7 @@ def test_state_change_halting_scores_its_rule_as_the_env_does(tiny):
         obs, info = vec.reset(seed=i, options={"users": np.resize(users[i:i + 16], 16)})
         done = np.zeros(16, dtype=bool)
         while not done[:m].all():
-            obs, _, term, _, info = vec.step(np.where(done, STOP, rule.decide(obs, info["depth"])))
+            obs, _, term, _, info = vec.step(np.where(done, STOP, rule.decide(info["state_change"], info["depth"])))
             ended = (term & ~done)[:m]
             if ended.any():
                 ndcg += info["kpis"]["NDCG@10"][:m][ended].tolist()
@@ -343,17 +343,21 @@ def test_state_change_is_the_distance_the_last_step_moved(tiny):
     """Halt: the distance between consecutive observed states; residual: from the refined state."""
     halt = LatentReasoningVectorEnv(6, tiny)
     d = halt.batch.d
-    h0, _ = halt.reset(seed=3)
-    h1, *_ = halt.step(np.full(6, CONTINUE))
-    np.testing.assert_allclose(h1[:, d + 4], np.linalg.norm(h1[:, :d] - h0[:, :d], axis=1), rtol=1e-5, atol=1e-5)
+    h0, info0 = halt.reset(seed=3)
+    h1, *_, info1 = halt.step(np.full(6, CONTINUE))
+    np.testing.assert_allclose(info1["state_change"], np.linalg.norm(h1[:, :d] - h0[:, :d], axis=1),
+                               rtol=1e-5, atol=1e-5)
     residual = LatentReasoningVectorEnv(6, dict(tiny, action_mode="residual"))
     r0, _ = residual.reset(seed=3)
     a = np.random.default_rng(0).uniform(-1, 1, (6, residual.config.residual_dim)).astype(np.float32)
-    r1, *_ = residual.step(a)
+    r1, *_, rinfo = residual.step(a)
     start = r0[:, :d] + residual.config.residual_scale * a @ residual.batch.projection.numpy()
-    np.testing.assert_allclose(r1[:, d + 4], np.linalg.norm(r1[:, :d] - start, axis=1), rtol=1e-4, atol=1e-5)
-    for env, obs in ((halt, h0), (halt, h1), (residual, r0), (residual, r1)):  # reset's first step starts at T_0
-        assert env.observation_space.contains(obs) and (obs[:, d + 4] > 0).all()
+    np.testing.assert_allclose(rinfo["state_change"], np.linalg.norm(r1[:, :d] - start, axis=1), rtol=1e-4, atol=1e-5)
+    assert (info0["state_change"] > 0).all() and (info1["state_change"] > 0).all()  # reset's step starts at T_0
+    scalar = LatentReasoningEnv(tiny)  # sub-env i seeded with 3 + i: the same episode
+    _, sinfo = scalar.reset(seed=3)
+    _, *_, sinfo = scalar.step(CONTINUE)
+    assert sinfo["state_change"] == scalar.state_change == pytest.approx(info1["state_change"][0], rel=1e-5)
 
 
 def test_rllib_env_runner_steps_the_native_vector_env(tiny):

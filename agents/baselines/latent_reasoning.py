@@ -3,7 +3,7 @@
 ``fixed_depth_k`` stops as soon as k reasoning steps have been applied (LARES evaluates at k = 4);
 ``random_halting`` stops after each step with probability ``p_stop`` (default 1/4: a mean depth of 4,
 the compute of fixed_depth_4 spent at random); ``state_change_halting`` stops once reasoning has
-settled: the last step moved the state by less than a threshold (the observation's last value),
+settled: the last step moved the state by less than a threshold (``info["state_change"]``),
 calibrated on the validation users for a mean-step budget (by default 70% of fixed_depth_4's: the
 target the issue sets the learned halting agents). SASRec is not a reasoning policy; it appears in
 the results table (``benchmarks/bench_lares.py``) directly.
@@ -76,9 +76,9 @@ class StateChangeRule:
     ndcg: float
     steps: float
 
-    def decide(self, obs: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """Halt actions of a batch of observations ``[n, hidden + 5]`` at depths ``[n]``."""
-        return np.where((depth >= self.min_depth) & (obs[..., -1] < self.threshold), STOP, CONTINUE)
+    def decide(self, state_change: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Halt actions at the given state changes and depths (arrays of one shape)."""
+        return np.where((depth >= self.min_depth) & (state_change < self.threshold), STOP, CONTINUE)
 
 
 def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
@@ -102,11 +102,11 @@ def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float 
     change, ndcg = np.zeros((len(users), D)), np.zeros((len(users), D))
     for i in range(0, len(users), batch):
         m = len(users[i:i + batch])
-        obs, _ = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
-        c, r = [obs[:m, -1]], []
+        _, info = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
+        c, r = [info["state_change"][:m]], []
         for _ in range(D - 1):
-            obs, reward, *_, info = env.step(np.full(batch, CONTINUE))
-            c.append(obs[:m, -1])
+            _, reward, *_, info = env.step(np.full(batch, CONTINUE))
+            c.append(info["state_change"][:m])
             r.append(reward[:m])
         change[i:i + m] = np.stack(c, 1)
         # NDCG at depth t = final NDCG minus the changes paid after it
@@ -144,7 +144,8 @@ class StateChangeHalting:
             self.rule = calibrate_state_change(base.config, self.max_mean_steps)
 
     def act(self, obs: Any, env: gym.Env) -> int:
-        return int(self.rule.decide(np.asarray(obs), np.asarray(env.unwrapped.depth)))
+        base = env.unwrapped
+        return int(self.rule.decide(np.asarray(base.state_change), np.asarray(base.depth)))
 
 
 for _k in (1, 2, 4, 8):
