@@ -303,6 +303,8 @@ def test_state_change_halting_scores_its_rule_as_the_env_does(tiny):
     assert env.unwrapped.depth >= rule.min_depth
     with pytest.raises(ValueError, match="max_mean_steps"):
         calibrate_state_change(config, max_mean_steps=0.5)
+    with pytest.raises(ValueError, match="max_mean_steps = 0.9"):
+        make_baseline(ENV_ID, "state_change_halting", max_mean_steps=0.9)
 
 
 def test_ranking_stats_equal_naive_reference(tiny):

@@ -81,6 +81,11 @@ class StateChangeRule:
         return np.where((depth >= self.min_depth) & (state_change < self.threshold), STOP, CONTINUE)
 
 
+def _check_budget(max_mean_steps: float) -> None:
+    if not max_mean_steps >= 1.0:
+        raise ValueError(f"max_mean_steps = {max_mean_steps!r} is invalid; allowed: a float >= 1 (one step is forced)")
+
+
 def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
                            seed: int = 0, batch: int = 512) -> StateChangeRule:
     """The state-change rule with the best mean NDCG@10 on (at most ``max_users`` of) the validation users
@@ -90,8 +95,7 @@ def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float 
     0) are the changes of NDCG@10 between consecutive rankings, so with the final ranking's NDCG@10
     they give the NDCG@10 at every depth, and every (threshold, min_depth) pair is scored offline.
     """
-    if not max_mean_steps >= 1.0:
-        raise ValueError(f"max_mean_steps = {max_mean_steps!r} is invalid; allowed: a float >= 1 (one step is forced)")
+    _check_budget(max_mean_steps)
     cfg = dataclasses.replace(config, action_mode="halt", split="valid", step_cost=0.0, shaping=False,
                               potential_shaping=True, reward_metric="ndcg", k=10)
     env = LatentReasoningVectorEnv(batch, cfg)
@@ -116,7 +120,8 @@ def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float 
     best, rows = None, np.arange(len(users))
     for min_depth in range(1, D + 1):
         # threshold inf = fixed depth min_depth (min_depth 1 is one step: always within the budget)
-        for threshold in np.append(np.unique(np.quantile(change[:, min_depth - 1:], np.linspace(0, 1, 201))), np.inf):
+        candidates = np.unique(np.quantile(change[:, min_depth - 1:], np.linspace(0, 1, 201)))
+        for threshold in np.append(candidates, np.inf):
             stop = change < threshold
             stop[:, :min_depth - 1] = False
             stop[:, -1] = True  # max_depth is a forced stop
@@ -135,6 +140,7 @@ class StateChangeHalting:
     """
 
     def __init__(self, rule: StateChangeRule | None = None, max_mean_steps: float = 2.8) -> None:
+        _check_budget(max_mean_steps)
         self.rule, self.max_mean_steps = rule, max_mean_steps
         self.name = "state_change_halting"
 
