@@ -186,6 +186,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     rule = calibrate_state_change(env.config, max_mean_steps=0.7 * 4, seed=seed)
     timings["state_change_calibration_s"] = time.perf_counter() - t0
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
+    rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
+                                         f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
     train_kwargs = {"config": dict(base, split="valid", shaping=shaping == "logp",
                                    potential_shaping=shaping == "potential")}
     t0 = time.perf_counter()
@@ -206,11 +208,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         t0 = time.perf_counter()
         ranks, steps = halting_episodes(env, env_users, act, seed)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
-        extra = ""
-        if name == "state-change halting":
-            extra = (f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} (validation: NDCG@10 "
-                     f"{rule.ndcg:.4f} at {rule.steps:.2f} steps)")
-        rows.append(row(name, ranks, steps, note=note + extra))
+        rows.append(row(name, ranks, steps, note=note + rule_note.get(name, "")))
     return _finish(key, split, histories, rows, timings, step_cost, shaping, seed)
 
 
