@@ -89,7 +89,7 @@ from simulators.recsys.split import STAGES, LeaveOneOutSplit, leave_one_out
 ACTION_MODES = ("halt", "residual")
 CONTINUE, STOP = 0, 1
 _NONE = np.zeros(0, dtype=np.int64)  # "no slots"
-_MASKED = -1e9  # finite score of history items: exp() underflows to 0 and 0 * fill stays 0
+_MASKED = -1e9  # finite score of history items: exp2() underflows to 0 and 0 * fill stays 0
 _BLOCK = 128  # score columns per block of the two-level top-2 search
 _KPIS = ("NDCG@10", "Recall@10", "MRR", "rank", "steps")
 _LN2 = float(np.log(2.0))

@@ -117,18 +117,18 @@ def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float 
         later = np.cumsum(np.stack(r, 1)[:, ::-1], 1)[:, ::-1]
         final = info["kpis"]["NDCG@10"][:m]
         ndcg[i:i + m] = final[:, None] - np.concatenate([later, np.zeros((m, 1))], 1)
-    best, rows = None, np.arange(len(users))
+    best, rows, depths = None, np.arange(len(users)), np.arange(1, D + 1)
     for min_depth in range(1, D + 1):
         # threshold inf = fixed depth min_depth (min_depth 1 is one step: always within the budget)
         candidates = np.unique(np.quantile(change[:, min_depth - 1:], np.linspace(0, 1, 201)))
         for threshold in np.append(candidates, np.inf):
-            stop = change < threshold
-            stop[:, :min_depth - 1] = False
+            rule = StateChangeRule(float(threshold), min_depth, 0.0, 0.0)
+            stop = rule.decide(change, depths) == STOP
             stop[:, -1] = True  # max_depth is a forced stop
             t = stop.argmax(1)
             value, steps = float(ndcg[rows, t].mean()), float(t.mean() + 1)
             if steps <= max_mean_steps and (best is None or (value, -steps) > (best.ndcg, -best.steps)):
-                best = StateChangeRule(float(threshold), min_depth, value, steps)
+                best = dataclasses.replace(rule, ndcg=value, steps=steps)
     return best
 
 
