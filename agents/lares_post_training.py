@@ -1,8 +1,11 @@
 """Training LARES: self-supervised pre-training (SPT) and GRPO-style reinforcement post-training (RPT).
 
-SPT (:func:`train_spt`): the training sequences are cut into next-item windows of ``max_len``
-(:func:`training_windows`; CE at every position). Each batch draws one step count from the
-Poisson-lognormal sampler and pairs every window with a random other window with the same last
+SPT (:func:`train_spt`): by default the training sequences are cut into next-item windows of
+``max_len`` (:func:`training_windows`; CE at every position, the cheap SASRec-style pass);
+``windows="prefix"`` uses the authors' instances instead: every (prefix, next item) pair, right-aligned,
+CE at its last position (:func:`spt_instances`; on Beauty 5.9x the rows per epoch, and validation
+NDCG@10 0.0689 against 0.0630 with ``windows="last"``; README). Each batch draws one step count from
+the Poisson-lognormal sampler and pairs every row with a random other row with the same last
 target item (its TLA positive); loss = CE + alpha TLA + gamma SLA
 (:func:`simulators.recsys.lares.spt_loss`). Model selection: NDCG@10 on the validation users at
 ``eval_steps``; the best epoch is kept (early stopping with ``patience``). Options beyond the
@@ -12,7 +15,7 @@ authors' recipe (all default off): ``init_from`` warm-starts from a trained SASR
 with it, 0.0630 without; README).
 
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
-RPT instances are (prefix, next item) pairs (:func:`prefix_instances`, subsampled to
+RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances``, subsampled to
 ``max_instances``), kept only if their target enters the SPT model's top-``filter_top`` at least once in
 ``filter_tries`` stochastic scorings (noise + sampled step count). For each batch, G rollouts are
 run (rollout g: its own step count, initial noise and dropout mask, shared across the batch); the
@@ -85,7 +88,9 @@ class SPTConfig:
     # SASRec checkpoint to warm-start from (:func:`init_from_sasrec`); None = the authors' random init
     init_from: Path | None = None
     init_layers: bool = True  # with init_from: also copy SASRec's blocks into the pre- and core block
-    windows: str = "all"  # "all" training windows, or "last": each user's most recent one (as SASRec)
+    # "all" training windows, "last": each user's most recent one (as SASRec), or "prefix": one instance
+    # per (prefix, next item) pair with CE at its last position only (the authors' instances)
+    windows: str = "all"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -93,8 +98,8 @@ class SPTConfig:
                 raise ValueError(f"SPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
         if self.lr <= 0:
             raise ValueError(f"SPTConfig.lr = {self.lr!r} is invalid; allowed: a float > 0")
-        if self.windows not in ("all", "last"):
-            raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all' or 'last'")
+        if self.windows not in ("all", "last", "prefix"):
+            raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all', 'last' or 'prefix'")
         _check_eval_users("SPTConfig", self.eval_users)
 
 
@@ -160,18 +165,14 @@ def training_windows(split: LeaveOneOutSplit, max_len: int, last_only: bool = Fa
     return inputs, targets
 
 
-def prefix_instances(split: LeaveOneOutSplit, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (prefix, next item) pairs of the training sequences: inputs ``[N, max_len]`` left-padded, targets ``[N]``."""
-    rows, targets = [], []
-    for u in range(split.n_users):
-        seq = split.train_sequence(u)
-        for t in range(1, len(seq)):
-            rows.append(seq[max(0, t - max_len):t])
-            targets.append(seq[t])
-    inputs = np.zeros((len(rows), max_len), dtype=np.int64)
-    for i, r in enumerate(rows):
-        inputs[i, max_len - len(r):] = r
-    return inputs, np.asarray(targets, dtype=np.int64)
+def spt_instances(split: LeaveOneOutSplit, max_len: int, windows: str) -> tuple[np.ndarray, np.ndarray]:
+    """SPT inputs and targets ``[N, max_len]`` (target 0 = no loss) for ``SPTConfig.windows``."""
+    if windows != "prefix":
+        return training_windows(split, max_len, last_only=windows == "last")
+    inputs, last = split.prefix_instances(max_len)
+    targets = np.zeros_like(inputs)
+    targets[:, -1] = last
+    return inputs, targets
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
@@ -262,7 +263,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
 
         init_from_sasrec(model, load_checkpoint(config.init_from), config.init_layers)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    inputs, targets = training_windows(split, model_config.max_len, last_only=config.windows == "last")
+    inputs, targets = spt_instances(split, model_config.max_len, config.windows)
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
     best, best_state, bad, history, start = -1.0, None, 0, [], time.time()
@@ -384,7 +385,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
     gen = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(spt_model).eval().requires_grad_(False)
     policy = copy.deepcopy(spt_model)
-    inputs, targets = prefix_instances(split, spt_model.config.max_len)
+    inputs, targets = split.prefix_instances(spt_model.config.max_len)
     if config.max_instances is not None and len(targets) > config.max_instances:
         sub = np.sort(rng.choice(len(targets), config.max_instances, replace=False))
         inputs, targets = inputs[sub], targets[sub]
@@ -468,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--patience", type=int, default=SPTConfig.patience)
     p.add_argument("--lr", type=float, default=SPTConfig.lr, help="SPT learning rate")
-    p.add_argument("--windows", choices=("all", "last"), default="all", help="SPT training windows")
+    p.add_argument("--windows", choices=("all", "last", "prefix"), default="all", help="SPT training instances")
     p.add_argument("--tau", type=float, default=1.0, help="InfoNCE temperature of TLA/SLA (LARESConfig.tau)")
     p.add_argument("--dropout", type=float, default=LARESConfig.dropout, help="LARESConfig.dropout (SPT)")
     p.add_argument("--alpha-tla", type=float, default=LARESConfig.alpha_tla, help="TLA weight in the SPT loss")

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.lares_post_training import RPTConfig, SPTConfig, init_from_sasrec, same_target_partners, training_windows
+from agents.lares_post_training import (RPTConfig, SPTConfig, init_from_sasrec, same_target_partners, spt_instances,
+                                        training_windows)
 from simulators.recsys.lares import (
     LARES,
     LARESConfig,
@@ -147,6 +148,15 @@ def test_training_windows_cover_each_transition_once(tiny_split):
     seqs = [q for q in seqs if len(q) >= 2]
     assert len(last_t) == len(seqs) and (last_t[:, -1] == [q[-1] for q in seqs]).all()
     assert (last_in[:, -1] == [q[-2] for q in seqs]).all()
+
+
+def test_prefix_instances_score_only_their_last_position(tiny_split):
+    inputs, targets = spt_instances(tiny_split, 8, "prefix")
+    n_transitions = sum(max(len(tiny_split.train_sequence(u)) - 1, 0) for u in range(tiny_split.n_users))
+    assert len(inputs) == n_transitions and (targets[:, :-1] == 0).all() and (targets[:, -1] > 0).all()
+    seq = tiny_split.train_sequence(0)  # user 0's first instances: its first item, then its first two
+    assert list(inputs[0, -1:]) == list(seq[:1]) and targets[0, -1] == seq[1]
+    assert list(inputs[1, -2:]) == list(seq[:2]) and (inputs[1, :-2] == 0).all() and targets[1, -1] == seq[2]
 
 
 def test_same_target_partners():

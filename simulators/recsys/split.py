@@ -103,6 +103,16 @@ class LeaveOneOutSplit:
         targets = _left_pad([w[1:] for w in windows], max_len)
         return torch.from_numpy(inputs).long(), torch.from_numpy(targets).long()
 
+    def prefix_instances(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every (prefix, next item) pair of the training sequences: inputs ``[N, max_len]`` (the prefix's
+        last ``max_len`` items, left-padded) and targets ``[N]``, users in order, shortest prefix first."""
+        rows, targets = [], []
+        for u in range(self.n_users):
+            seq = self.train_sequence(u)
+            rows += [seq[max(0, t - max_len):t] for t in range(1, len(seq))]
+            targets += list(seq[1:])
+        return _left_pad(rows, max_len).astype(np.int64), np.asarray(targets, dtype=np.int64)
+
     def _stage(self, stage: str) -> str:
         if stage not in _CUT:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
