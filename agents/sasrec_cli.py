@@ -43,9 +43,10 @@ def _train(args: argparse.Namespace) -> int:
                           inner=args.inner, max_len=args.max_len, dropout=args.dropout, attn_dropout=args.attn_dropout)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                         patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, instances=args.instances)
     print(f"{dataset.name}: {dataset.summary()}")
-    model = train_sasrec(dataset, config, train, out_dir=args.out)
+    init = load_checkpoint(args.init_from) if args.init_from else None
+    model = train_sasrec(dataset, config, train, out_dir=args.out, init=init)
     summary = {k: model.meta[k] for k in ("dataset", "best_epoch", "epochs_run", "valid", "test",
                                           "epochs_per_second", "items_per_second")}
     (Path(args.out) / "metrics.json").write_text(json.dumps(summary, indent=1))
@@ -89,6 +90,9 @@ def add_sasrec_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     tr.add_argument("--patience", type=int, default=t.patience, help="epochs without valid NDCG@10 gain")
     tr.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap of training")
     tr.add_argument("--seed", type=int, default=t.seed)
+    tr.add_argument("--instances", choices=("windows", "prefix"), default=t.instances,
+                    help="one window per user (loss at every position) or every (prefix, next item) pair")
+    tr.add_argument("--init-from", type=Path, default=None, help="SASRec checkpoint to start from (same architecture)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
     ev = sub.add_parser("evaluate", help="full-ranking Recall/NDCG@{5,10,20} of a checkpoint")

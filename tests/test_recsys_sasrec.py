@@ -90,6 +90,22 @@ def test_learns_cyclic_pattern_and_checkpoint_round_trip(tmp_path: Path) -> None
         load_checkpoint(tmp_path / "nope.pt")
 
 
+def test_prefix_instances_and_warm_start() -> None:
+    split = leave_one_out(_cyclic())
+    config = SASRecConfig(n_items=20, **SMALL)
+    torch.manual_seed(0)
+    model = train_sasrec(split, config, TrainConfig(epochs=8, batch_size=32, lr=5e-3, patience=8, progress=False,
+                                                    instances="prefix"))
+    assert model.meta["test"]["Recall@5"] > 0.95
+    # a warm start at a vanishing learning rate keeps the weights it started from
+    again = train_sasrec(split, config, TrainConfig(epochs=1, lr=1e-12, progress=False), init=model)
+    assert again.meta["test"] == pytest.approx(model.meta["test"])
+    with pytest.raises(ValueError, match="init has architecture"):
+        train_sasrec(split, SASRecConfig(n_items=20, **{**SMALL, "hidden": 16}), TrainConfig(epochs=1), init=model)
+    with pytest.raises(ValueError, match="instances"):
+        TrainConfig(instances="all")
+
+
 def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "Cyc.txt"
     ds = _cyclic(n_users=40)

@@ -12,6 +12,10 @@ Training: every non-padding position of a user's training sequence predicts the 
 entropy over all items, computed only where the target is not padding), AdamW, one window of the
 last ``max_len + 1`` training items per user per epoch; early stopping on validation NDCG@10
 (full ranking, history masked) with the best weights restored; optional wall-clock cap.
+``TrainConfig.instances="prefix"`` trains instead on every (prefix, next item) pair of the training
+sequences, each right-aligned with its loss at the last position only (LARES's SPT instances), and
+``train_sasrec(init=...)`` starts from a trained model's weights: together, the control that tells
+what LARES's SPT recipe gains without its reasoning steps (README, LARES section).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +78,11 @@ class TrainConfig:
     max_minutes: float | None = None
     seed: int = 0
     progress: bool = True
+    instances: str = "windows"  # "windows": one per user, loss at every position; or "prefix" (module docstring)
 
     def __post_init__(self) -> None:
+        if self.instances not in ("windows", "prefix"):
+            raise ValueError(f"TrainConfig.instances = {self.instances!r}; allowed: 'windows' or 'prefix'")
         for name in ("epochs", "batch_size", "patience", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}; allowed: an int >= 1")
@@ -232,11 +239,11 @@ def evaluate_sasrec(model: SASRec, split: LeaveOneOutSplit, stage: str = "test",
         model.train(was_training)
 
 
-def _length_batches(users: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
-    """Batches of users with similar window lengths (random tie order, random batch order), so
+def _length_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Batches of training rows with similar lengths (random tie order, random batch order), so
     that trimming padding saves most of the work on short-sequence data."""
-    order = np.lexsort((rng.random(len(users)), lengths))
-    batches = [users[order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+    order = np.lexsort((rng.random(len(rows)), lengths))
+    batches = [rows[order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
     for b in rng.permutation(len(batches)):
         yield batches[b]
 
@@ -247,12 +254,14 @@ def train_sasrec(
     train: TrainConfig = TrainConfig(),
     out_dir: str | Path | None = None,
     log: Callable[[dict], None] | None = None,
+    init: SASRec | None = None,
 ) -> SASRec:
     """Train SASRec on the training sequences of a leave-one-out split, early-stopping on valid NDCG@10.
 
     ``config`` defaults to ``SASRecConfig(n_items=dataset.n_items)``. With ``out_dir``, the best
     model is saved to ``out_dir/best.pt`` whenever validation improves and the per-epoch log to
-    ``out_dir/log.json``. ``log`` receives each epoch's record. Returns the best model (eval mode)
+    ``out_dir/log.json``. ``log`` receives each epoch's record. ``init``: start from a copy of this
+    model's weights (its architecture must equal ``config``, dropout rates aside). Returns the best model (eval mode)
     with ``model.meta`` = training summary (best epoch, valid and test metrics, speed).
     """
     split = data if isinstance(data, LeaveOneOutSplit) else leave_one_out(data)
@@ -262,11 +271,22 @@ def train_sasrec(
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     model = SASRec(config)
+    if init is not None:
+        if replace(init.config, dropout=config.dropout, attn_dropout=config.attn_dropout) != config:
+            raise ValueError(f"init has architecture {init.config}, the training config is {config} "
+                             "(only the dropout rates may differ)")
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     users = split.users("train")
-    lengths = np.array([min(len(split.train_sequence(int(u))) - 1, config.max_len) for u in users])
     if len(users) == 0:
         raise ValueError("no user has a training sequence of length >= 2 (sequences need >= 4 items)")
+    if train.instances == "prefix":
+        inputs_all, last = split.prefix_instances(config.max_len)
+        targets_all = np.zeros_like(inputs_all)
+        targets_all[:, -1] = last
+    else:
+        inputs_all, targets_all = (t.numpy() for t in split.train_windows(users, config.max_len))
+    lengths = (inputs_all > 0).sum(1)
     out = Path(out_dir) if out_dir is not None else None
     best_ndcg, best_epoch, best_state, bad = -1.0, 0, None, 0
     history: list[dict] = []
@@ -277,10 +297,9 @@ def train_sasrec(
         model.train()
         t0 = time.perf_counter()
         total, n_batches = 0.0, 0
-        for batch in _length_batches(users, lengths, train.batch_size, rng):
-            inputs, targets = split.train_windows(batch, config.max_len)
-            inputs = trim_padding(inputs)
-            targets = targets[:, -inputs.shape[1]:]
+        for batch in _length_batches(np.arange(len(lengths)), lengths, train.batch_size, rng):
+            inputs = trim_padding(torch.from_numpy(inputs_all[batch]))
+            targets = torch.from_numpy(targets_all[batch, -inputs.shape[1]:])
             loss = model.loss(inputs, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
