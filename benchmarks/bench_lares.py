@@ -5,11 +5,13 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
 (``scipy.stats.bootstrap``, 2,000 resamples). Rows:
 
 - SASRec: the recommendation world's checkpoint ``<ckpt_dir>/<key>/best.pt`` (``benchmarks.bench_sasrec``),
-  skipped when absent.
+  skipped when absent; and, when ``<ckpt_dir>/<key>/prefix.pt`` exists, the control "SASRec, prefix
+  instances": that checkpoint fine-tuned on LARES's SPT instances (``recrail sasrec train --instances prefix
+  --init-from``), which tells what the SPT recipe gains without the reasoning steps.
 - LARES-SPT / LARES-SPT+RPT: ``<ckpt_dir>/lares/<key>.pt`` / ``<key>_rpt.pt`` at the model's
   evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
 - Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split, one
-  episode per test user (at most ``max_env_users``, a fixed random subset), 512 users per torch call):
+  episode per test user (or a fixed random subset of ``max_env_users``), 512 users per torch call):
   fixed depth 1/2/4/8, random halting (p_stop = 1/4), state-change halting (threshold and minimum
   depth calibrated on 3,000 validation users for at most 70% of fixed depth 4's steps,
   ``agents.baselines.latent_reasoning``) and PPO halting agents trained on the validation targets with
@@ -17,7 +19,7 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   native vector env with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
   the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
-  LARES-SPT - SASRec, RPT - SPT (same initial noise), RPT - SASRec, and state-change halting and each PPO
+  LARES-SPT - each SASRec, RPT - SPT (same initial noise), RPT - SASRec, and state-change halting and each PPO
   agent - fixed_depth_4 (same users, same noise: the env episodes are pinned and seeded identically for
   every policy).
 
@@ -60,7 +62,11 @@ STEP_COST = {"ml-100k": 0.005, "beauty": 0.002}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
-PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
+# the SASRec rows: checkpoint file in <ckpt_dir>/<key>/ and row note
+SASRECS = {"SASRec": ("best.pt", "max_len 50, recsys world checkpoint"),
+           "SASRec, prefix instances": ("prefix.pt", "control: the SASRec checkpoint fine-tuned on LARES's SPT "
+                                                     "instances, no reasoning steps")}
+PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
          ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
          ("PPO halting (RLlib)", "fixed_depth_4"))
 ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
@@ -156,16 +162,16 @@ def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_
 
 
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
-                budget_s: float, max_env_users: int, step_cost: float | None = None, shaping: str = "potential",
-                seed: int = 0, models_only: bool = False) -> dict:
+                budget_s: float, max_env_users: int | None = None, step_cost: float | None = None,
+                shaping: str = "potential", seed: int = 0, models_only: bool = False) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
     spt_path, rpt_path = lares_checkpoints(key, split, ckpt_dir, budget_s)
     rows, timings = [], {}
-    sasrec = ckpt_dir / key / "best.pt"
-    if sasrec.is_file():
-        rows.append(row("SASRec", sasrec_ranks(sasrec, split), note="max_len 50, recsys world checkpoint"))
+    for name, (file, note) in SASRECS.items():
+        if (ckpt_dir / key / file).is_file():
+            rows.append(row(name, sasrec_ranks(ckpt_dir / key / file, split), note=note))
     histories = {}  # training logs of both checkpoints, for the result record
     for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
         model = load_lares(path)
@@ -201,7 +207,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
             timings["rllib_error"] = repr(exc)[:300]
         timings["rllib_train_s"] = time.perf_counter() - t0
     env_users, note = users, "frozen SPT, env"
-    if len(users) > max_env_users:  # CPU budget: a fixed random subset of the test users
+    if max_env_users is not None and len(users) > max_env_users:  # a fixed random subset of the test users
         env_users = np.sort(np.random.default_rng(seed).choice(users, max_env_users, replace=False))
         note += f", {max_env_users} random test users"
     for name, act in policies.items():
@@ -256,7 +262,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
-         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int = 3000,
+         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int | None = None,
          step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
@@ -294,7 +300,8 @@ if __name__ == "__main__":
     parser.add_argument("--only", nargs="*", choices=list(DATASETS))
     parser.add_argument("--ppo-timesteps", type=int, default=10000)
     parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
-    parser.add_argument("--max-env-users", type=int, default=3000, help="test users for the env-run policies")
+    parser.add_argument("--max-env-users", type=int, default=None,
+                        help="a random subset of this many test users for the env-run policies (default: all)")
     parser.add_argument("--budget", type=float, default=1800.0, help="SPT seconds when a checkpoint is absent")
     parser.add_argument("--step-cost", type=float, default=None,
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
