@@ -4,7 +4,7 @@ SPT (:func:`train_spt`): by default the training sequences are cut into next-ite
 ``max_len`` (:func:`training_windows`; CE at every position, the cheap SASRec-style pass);
 ``windows="prefix"`` uses the authors' instances instead: every (prefix, next item) pair, right-aligned,
 CE at its last position (:func:`spt_instances`; on Beauty 5.9x the rows per epoch, and validation
-NDCG@10 0.0689 against 0.0630 with ``windows="last"``; README). Each batch draws one step count from
+NDCG@10 0.0691 against 0.0630 with ``windows="last"``; README). Each batch draws one step count from
 the Poisson-lognormal sampler and pairs every row with a random other row with the same last
 target item (its TLA positive); loss = CE + alpha TLA + gamma SLA
 (:func:`simulators.recsys.lares.spt_loss`). Model selection: NDCG@10 on the validation users at
@@ -167,12 +167,9 @@ def training_windows(split: LeaveOneOutSplit, max_len: int, last_only: bool = Fa
 
 def spt_instances(split: LeaveOneOutSplit, max_len: int, windows: str) -> tuple[np.ndarray, np.ndarray]:
     """SPT inputs and targets ``[N, max_len]`` (target 0 = no loss) for ``SPTConfig.windows``."""
-    if windows != "prefix":
-        return training_windows(split, max_len, last_only=windows == "last")
-    inputs, last = split.prefix_instances(max_len)
-    targets = np.zeros_like(inputs)
-    targets[:, -1] = last
-    return inputs, targets
+    if windows == "prefix":
+        return split.prefix_windows(max_len)
+    return training_windows(split, max_len, last_only=windows == "last")
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,

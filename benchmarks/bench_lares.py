@@ -66,8 +66,8 @@ SHAPING = ("potential", "logp", "none")
 SASRECS = {"SASRec": ("best.pt", "max_len 50, recsys world checkpoint"),
            "SASRec, prefix instances": ("prefix.pt", "control: the SASRec checkpoint fine-tuned on LARES's SPT "
                                                      "instances, no reasoning steps")}
-PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("LARES-SPT+RPT", "LARES-SPT"), ("LARES-SPT+RPT", "SASRec"),
-         ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
+PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("LARES-SPT+RPT", "LARES-SPT"),
+         ("LARES-SPT+RPT", "SASRec"), ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
          ("PPO halting (RLlib)", "fixed_depth_4"))
 ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
 

@@ -261,8 +261,8 @@ def train_sasrec(
     ``config`` defaults to ``SASRecConfig(n_items=dataset.n_items)``. With ``out_dir``, the best
     model is saved to ``out_dir/best.pt`` whenever validation improves and the per-epoch log to
     ``out_dir/log.json``. ``log`` receives each epoch's record. ``init``: start from a copy of this
-    model's weights (its architecture must equal ``config``, dropout rates aside). Returns the best model (eval mode)
-    with ``model.meta`` = training summary (best epoch, valid and test metrics, speed).
+    model's weights (its architecture must equal ``config``, dropout rates aside). Returns the best
+    model (eval mode) with ``model.meta`` = training summary (best epoch, valid and test metrics, speed).
     """
     split = data if isinstance(data, LeaveOneOutSplit) else leave_one_out(data)
     config = config or SASRecConfig(n_items=split.n_items)
@@ -281,9 +281,7 @@ def train_sasrec(
     if len(users) == 0:
         raise ValueError("no user has a training sequence of length >= 2 (sequences need >= 4 items)")
     if train.instances == "prefix":
-        inputs_all, last = split.prefix_instances(config.max_len)
-        targets_all = np.zeros_like(inputs_all)
-        targets_all[:, -1] = last
+        inputs_all, targets_all = split.prefix_windows(config.max_len)
     else:
         inputs_all, targets_all = (t.numpy() for t in split.train_windows(users, config.max_len))
     lengths = (inputs_all > 0).sum(1)

@@ -113,6 +113,14 @@ class LeaveOneOutSplit:
             targets += list(seq[1:])
         return _left_pad(rows, max_len).astype(np.int64), np.asarray(targets, dtype=np.int64)
 
+    def prefix_windows(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`prefix_instances` in the window format: inputs and targets ``[N, max_len]``, each row's
+        target at its last position only (target 0 = no loss)."""
+        inputs, last = self.prefix_instances(max_len)
+        targets = np.zeros_like(inputs)
+        targets[:, -1] = last
+        return inputs, targets
+
     def _stage(self, stage: str) -> str:
         if stage not in _CUT:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
