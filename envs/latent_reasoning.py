@@ -51,9 +51,9 @@ instead of by a 0-or-1 outcome shared by all steps.
 
 ``info``: ``depth``, ``user`` and ``state_change`` every step (the L2 distance the last reasoning step moved
 the last position's state: from ``T_0``, plus the refinement in residual mode, to ``h``). It shows
-whether reasoning has settled, which the observation does not: on Beauty's SPT model (3,000 validation
-users) stopping once it falls below a threshold comes within 0.0009 NDCG@10 of fixed depth 4 at 2.8
-mean steps, where the best threshold on the margin, top score or entropy deficit is 0.0030 or more
+whether reasoning has settled, which the observation does not: on Beauty's window-trained SPT model
+(3,000 validation users) stopping once it falls below a threshold comes within 0.0009 NDCG@10 of fixed
+depth 4 at 2.8 mean steps, where the best threshold on the margin, top score or entropy deficit is 0.0030 or more
 below (the ``state_change_halting`` baseline). It is not in the observation: there it made SB3's PPO
 halting worse on Beauty's test users in 3 of 3 seeds (by 0.0009 to 0.0015 NDCG@10 against fixed depth 4).
 On the final step ``info["kpis"]`` =
