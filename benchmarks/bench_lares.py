@@ -4,12 +4,10 @@ Leave-one-out, full ranking (every item ranked, the user's history masked), test
 user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over users
 (``scipy.stats.bootstrap``, 2,000 resamples). Rows:
 
-- SASRec: the recommendation world's checkpoint ``<ckpt_dir>/<key>/best.pt`` (``benchmarks.bench_sasrec``),
-  skipped when absent; and, when ``<ckpt_dir>/<key>/prefix.pt`` exists, the control "SASRec, prefix
-  instances": that checkpoint fine-tuned on LARES's SPT instances (``recrail sasrec train --instances prefix
-  --init-from``), which tells what the SPT recipe gains without the reasoning steps.
-- LARES-SPT / LARES-SPT+RPT: ``<ckpt_dir>/lares/<key>.pt`` / ``<key>_rpt.pt`` at the model's
-  evaluation depth 4 (trained here with bounded budgets when absent; see ``agents.lares_post_training``).
+- SASRec: the recommendation world's checkpoint, and the control "SASRec, prefix instances": that
+  checkpoint fine-tuned on LARES's SPT instances, which tells what the SPT recipe gains without the
+  reasoning steps.
+- LARES-SPT / LARES-SPT+RPT at the model's evaluation depth 4.
 - Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split, one
   episode per test user (or a fixed random subset of ``max_env_users``), 512 users per torch call):
   fixed depth 1/2/4/8, random halting (p_stop = 1/4), state-change halting (threshold and minimum
@@ -23,7 +21,10 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   agent - fixed_depth_4 (same users, same noise: the env episodes are pinned and seeded identically for
   every policy).
 
-    nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ../notes/ckpt
+The four checkpoints live under ``--ckpt-dir``; missing ones are trained first with the measured
+models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes and their wall-clock budgets).
+
+    nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ckpt
 
 ``--models-only`` evaluates just the SASRec / SPT / RPT rows and their paired differences (into
 ``lares_models.md``), for comparing checkpoints without training the halting agents.
@@ -41,10 +42,11 @@ import numpy as np
 import torch
 
 from agents.baselines.latent_reasoning import calibrate_state_change
-from agents.lares_post_training import RPTConfig, SPTConfig, rpt_kept_spt, train_rpt, train_spt
+from agents.lares_post_training import rpt_kept_spt
+from benchmarks.lares_checkpoints import build_checkpoints
 from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
-from simulators.recsys.lares import LARESConfig, dataset_digest, evaluate_ranks, load_lares, save_lares
+from simulators.recsys.lares import evaluate_ranks, load_lares
 from simulators.recsys.loaders import load_dataset
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
@@ -63,10 +65,10 @@ STEP_COST = {"ml-100k": 0.005, "beauty": 0.002}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
-# the SASRec rows: checkpoint file in <ckpt_dir>/<key>/ and row note
-SASRECS = {"SASRec": ("best.pt", "max_len 50, recsys world checkpoint"),
-           "SASRec, prefix instances": ("prefix.pt", "control: the SASRec checkpoint fine-tuned on LARES's SPT "
-                                                     "instances, no reasoning steps")}
+# the SASRec rows' notes
+SASREC_NOTES = {"SASRec": "max_len 50, recsys world checkpoint",
+                "SASRec, prefix instances": "control: the SASRec checkpoint fine-tuned on LARES's SPT instances, "
+                                            "no reasoning steps"}
 PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("LARES-SPT+RPT", "LARES-SPT"),
          ("LARES-SPT+RPT", "SASRec"), ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
          ("PPO halting (RLlib)", "fixed_depth_4"))
@@ -149,30 +151,17 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> Ac
     return lambda obs, info, rng: policy.predict(obs)
 
 
-def lares_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, budget_s: float) -> tuple[Path, Path]:
-    """SPT and RPT checkpoints of ``key`` (trained with bounded budgets when absent)."""
-    spt, rpt = ckpt_dir / "lares" / f"{key}.pt", ckpt_dir / "lares" / f"{key}_rpt.pt"
-    meta = {"data_sha256": dataset_digest(split.dataset)}
-    if not spt.is_file():
-        model, hist = train_spt(split, LARESConfig(n_items=split.n_items), SPTConfig(time_budget_s=budget_s))
-        save_lares(model, spt, meta={**meta, "phase": "spt", "history": hist})
-    if not rpt.is_file():
-        model, hist = train_rpt(load_lares(spt), split, RPTConfig(time_budget_s=budget_s / 3))
-        save_lares(model, rpt, meta={**meta, "phase": "rpt", "history": hist})
-    return spt, rpt
-
-
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
-                budget_s: float, max_env_users: int | None = None, step_cost: float | None = None,
+                max_env_users: int | None = None, step_cost: float | None = None,
                 shaping: str = "potential", seed: int = 0, models_only: bool = False) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
-    spt_path, rpt_path = lares_checkpoints(key, split, ckpt_dir, budget_s)
+    ckpt = build_checkpoints(key, split, ckpt_dir)
+    spt_path, rpt_path = ckpt.spt, ckpt.rpt
     rows, timings = [], {}
-    for name, (file, note) in SASRECS.items():
-        if (ckpt_dir / key / file).is_file():
-            rows.append(row(name, sasrec_ranks(ckpt_dir / key / file, split), note=note))
+    for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
+        rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
     for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
         model = load_lares(path)
@@ -263,7 +252,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
-         rllib_iterations: int = 2, budget_s: float = 1800.0, max_env_users: int | None = None,
+         rllib_iterations: int = 2, max_env_users: int | None = None,
          step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
@@ -277,7 +266,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
             continue
         t0 = time.perf_counter()
-        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, budget_s, max_env_users,
+        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, max_env_users,
                           step_cost, shaping, seed, models_only)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
@@ -303,7 +292,6 @@ if __name__ == "__main__":
     parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
     parser.add_argument("--max-env-users", type=int, default=None,
                         help="a random subset of this many test users for the env-run policies (default: all)")
-    parser.add_argument("--budget", type=float, default=1800.0, help="SPT seconds when a checkpoint is absent")
     parser.add_argument("--step-cost", type=float, default=None,
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
@@ -311,5 +299,5 @@ if __name__ == "__main__":
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
     a = parser.parse_args()
-    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.budget, a.max_env_users, a.step_cost,
+    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.max_env_users, a.step_cost,
          a.shaping, a.seed, a.models_only)
