@@ -158,23 +158,22 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
     ckpt = build_checkpoints(key, split, ckpt_dir)
-    spt_path, rpt_path = ckpt.spt, ckpt.rpt
     rows, timings = [], {}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
-    for name, path in (("LARES-SPT", spt_path), ("LARES-SPT+RPT", rpt_path)):
+    for name, path in (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
         model = load_lares(path)
         c, histories[name] = model.config, model.meta.get("history", [])
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
-        if path == rpt_path and rpt_kept_spt(histories[name]):
+        if path == ckpt.rpt and rpt_kept_spt(histories[name]):
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         rows.append(row(name, evaluate_ranks(model, split, "test", c.eval_steps, seed=seed),
                         np.full(len(users), c.eval_steps), note=note))
     if models_only:
         return _finish(key, split, histories, rows, timings, None, shaping, seed)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
-    base = {"data_path": str(data_path), "checkpoint": str(spt_path), "step_cost": step_cost, "max_depth": 12}
+    base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
     policies["random_halting"] = random_halting()

@@ -32,8 +32,8 @@ from simulators.recsys.split import LeaveOneOutSplit
 class Recipe:
     """How each checkpoint of one dataset is trained.
 
-    ``sasrec_arch`` / ``sasrec_train``: SASRecConfig / TrainConfig overrides of the SASRec
-    (``n_items`` and ``max_len`` come from the data and ``max_len``). ``lares``: LARESConfig overrides.
+    ``sasrec_arch`` / ``sasrec_train``: SASRecConfig / TrainConfig overrides of the SASRec (``n_items``
+    comes from the data, ``max_len`` from the recipe, for both models). ``lares``: LARESConfig overrides.
     ``spt``: the SPT loop (``init_from`` is set here). ``control``: the fine-tuning of the
     control, with dropout ``control_dropout`` (attention too). ``rpt``: the RPT loop.
     """
