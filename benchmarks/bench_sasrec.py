@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 KS = (5, 10, 20)
+MAX_LEN = 50  # the recommendation world's SASRec (and the LARES benchmark's models) read the last 50 items
 
 # key -> (folder under ../shared/data, SASRec architecture overrides, training overrides)
 DATASETS: dict[str, tuple[str, dict, dict]] = {
@@ -50,7 +51,7 @@ def run_dataset(key: str, out_dir: Path, max_minutes: float | None = None, progr
     split = leave_one_out(dataset)
     if max_minutes is not None:
         training = dict(training, max_minutes=max_minutes)
-    config = SASRecConfig(n_items=dataset.n_items, max_len=50, **arch)
+    config = SASRecConfig(n_items=dataset.n_items, max_len=MAX_LEN, **arch)
     train = TrainConfig(progress=progress, **training)
     started = time.perf_counter()
     model = train_sasrec(split, config, train, out_dir=out_dir / key)

@@ -44,7 +44,7 @@ class Recipe:
     control: TrainConfig
     rpt: RPTConfig
     lares: dict = field(default_factory=dict)
-    max_len: int = 50
+    max_len: int = bench_sasrec.MAX_LEN
     control_dropout: float = 0.2
 
     def __post_init__(self) -> None:
@@ -104,7 +104,10 @@ def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe:
             raise KeyError(f"no recipe for dataset {key!r}; known: {sorted(RECIPES)}")
         recipe = RECIPES[key]
     paths = Checkpoints.under(ckpt_dir, key)
-    meta = {"data_sha256": dataset_digest(split.dataset)}
+
+    def meta(phase: str, history: list[dict]) -> dict:  # hashes the data only when a LARES file is written
+        return {"data_sha256": dataset_digest(split.dataset), "phase": phase, "history": history}
+
     # each file is written once its training has ended, so an interrupted run leaves no partial checkpoint
     if not paths.sasrec.is_file():
         config = SASRecConfig(n_items=split.n_items, max_len=recipe.max_len, **recipe.sasrec_arch)
@@ -113,7 +116,7 @@ def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe:
     if not paths.spt.is_file():
         spt = dataclasses.replace(recipe.spt, init_from=paths.sasrec, progress=progress)
         model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=recipe.max_len, **recipe.lares), spt)
-        save_lares(model, paths.spt, meta={**meta, "phase": "spt", "history": hist})
+        save_lares(model, paths.spt, meta=meta("spt", hist))
     if not paths.control.is_file():
         base = load_checkpoint(paths.sasrec)
         config = dataclasses.replace(base.config, dropout=recipe.control_dropout, attn_dropout=recipe.control_dropout)
@@ -121,5 +124,5 @@ def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe:
         save_checkpoint(model, paths.control, model.meta)
     if not paths.rpt.is_file():
         model, hist = train_rpt(load_lares(paths.spt), split, dataclasses.replace(recipe.rpt, progress=progress))
-        save_lares(model, paths.rpt, meta={**meta, "phase": "rpt", "history": hist})
+        save_lares(model, paths.rpt, meta=meta("rpt", hist))
     return paths
