@@ -6,7 +6,7 @@ synthetic default world (``SyntheticConfig()``, seed 0) with the shipped SPT wei
 
 Episode: one user of the configured split ("valid" by default: inputs = training sequence, target =
 validation item; "test": inputs also include the validation item). ``reset`` picks a user uniformly
-with ``self.np_random`` (or ``options={"user": u}``, a user index with a target in the split;
+with ``self.np_random``, skipping the held-out fold ``u % n_folds == holdout_fold`` if one is set (or ``options={"user": u}``, a user index with a target in the split;
 ``options={"split": s}`` switches the split for that episode), runs the pre-block once, draws the
 initial reasoning state ``T_0 = 3 z`` (``z`` truncated normal, from ``self.np_random``) and applies
 the **first** reasoning step, so every episode has depth >= 1.
@@ -117,6 +117,10 @@ class LatentReasoningConfig:
     shaping_coef: float = 0.1
     potential_shaping: bool = False
     split: str = "valid"
+    # hold out the users u with u % n_folds == holdout_fold from the random draw at reset (None: no
+    # hold-out), to choose settings on users the agent did not train on; pinned users stay allowed
+    holdout_fold: int | None = None
+    n_folds: int = 5
     data_path: str | None = None
     data_format: str = "auto"
     checkpoint: str | None = None
@@ -142,6 +146,10 @@ class LatentReasoningConfig:
         check("k", isinstance(self.k, int) and self.k >= 1, "an int >= 1")
         check("shaping_coef", self.shaping_coef >= 0, "a float >= 0")
         check("split", self.split in STAGES, f"one of {STAGES}")
+        check("n_folds", isinstance(self.n_folds, int) and self.n_folds >= 2, "an int >= 2")
+        check("holdout_fold", self.holdout_fold is None
+              or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.n_folds),
+              f"None or an int in 0..n_folds - 1 = {self.n_folds - 1}")
         check("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
         check("checkpoint", (self.data_path is None) == (self.checkpoint is None),
               "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
@@ -350,7 +358,10 @@ class ReasoningBatch:
         return 1.01 * norm_max * float(self.model.item_embedding.weight.detach().norm(dim=1).max())
 
     def eligible_users(self, stage: str) -> np.ndarray:
-        return self.split.users(stage)
+        """The users a reset draws from: the stage's users outside the held-out fold."""
+        users = self.split.users(stage)
+        fold = self.config.holdout_fold
+        return users if fold is None else users[users % self.config.n_folds != fold]
 
     def check_user(self, stage: str, user: Any) -> int:
         users = self.split.users(stage)

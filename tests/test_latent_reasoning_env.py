@@ -211,6 +211,20 @@ def test_reset_options(tiny):
         env.reset(options={"usr": 1})
 
 
+def test_holdout_fold_is_never_drawn_but_can_be_pinned(tiny):
+    """Random resets of both envs skip the held-out users (and only them); pinning one still works."""
+    config = dict(tiny, holdout_fold=1, n_folds=3)
+    all_users = set(LatentReasoningEnv(tiny).batch.split.users("valid").tolist())
+    kept = {u for u in all_users if u % 3 != 1}
+    env, vec = LatentReasoningEnv(config), LatentReasoningVectorEnv(8, config)
+    drawn = {env.reset(seed=s)[1]["user"] for s in range(200)}
+    for s in range(25):
+        drawn |= set(vec.reset(seed=s)[1]["user"].tolist())
+    assert drawn == kept  # 400 draws over ~54 users: every kept user appears
+    held = min(all_users - kept)
+    assert env.reset(seed=0, options={"user": held})[1]["user"] == held
+
+
 @pytest.mark.parametrize("action", [2, -1, 0.5, "stop"])
 def test_bad_halt_actions_raise(tiny, action):
     env = LatentReasoningEnv(tiny)
@@ -230,7 +244,7 @@ def test_bad_residual_actions_raise(tiny, action):
 @pytest.mark.parametrize(
     "field, value",
     [("action_mode", "think"), ("step_cost", -0.1), ("max_depth", 0), ("reward_metric", "mrr"), ("split", "dev"),
-     ("residual_depth", 1)],
+     ("residual_depth", 1), ("holdout_fold", 5), ("holdout_fold", -1), ("n_folds", 1)],
 )
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):

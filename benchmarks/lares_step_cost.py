@@ -1,0 +1,161 @@
+"""Choose the LatentReasoning halting env's step cost on validation users the PPO agent did not train on.
+
+The halting target (issue 5) asks a PPO policy to match fixed depth 4 within its CI at no more than 70%
+of its mean steps. The env's ``step_cost`` sets that trade-off, and choosing it on the agent's own
+training users is useless: there PPO learns which depth hits each user's validation target (on
+ML-100K's prefix SPT, 0.1251 NDCG@10 at 2.5 steps against 0.1201 for fixed depth 4, in-sample).
+
+Protocol, per dataset and candidate cost:
+
+1. SB3 PPO with the env's experiment-file settings (as ``bench_lares`` trains it) on the validation
+   targets of the users outside fold ``fold`` of ``n_folds`` (user index modulo ``n_folds``; the env's
+   ``holdout_fold``).
+2. The policy and fixed depths 2/3/4 play the held-out fold's validation targets, ``draws`` episodes
+   per user with the same initial-noise seeds for every policy. One draw per user is a lottery:
+   on ML-100K's 943 validation users the gain of depth 4 over depth 2 ranges from 0.0004 to 0.0061
+   NDCG@10 across four noise seeds.
+3. Per user, the mean NDCG@10 over the draws; the paired difference policy - fixed depth 4 over the
+   held-out users with its 95% bootstrap CI (``benchmarks.stats.paired_difference``) and the ratio of
+   mean steps.
+
+The chosen cost: the best paired difference among the costs whose steps ratio is at most 0.7
+(none qualifying: the largest cost, flagged). Writes ``lares_step_cost_<dataset>.md``/``.json`` to
+``--out`` and ``benchmarks/results``; ``bench_lares.STEP_COST`` records the choice.
+
+    nice -n 5 .venv/bin/python -m benchmarks.lares_step_cost --dataset ml-100k --ckpt-dir ckpt \\
+        --costs 0.001 0.0015 0.002 0.003 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, halting_episodes, ppo_sb3
+from benchmarks.lares_checkpoints import Checkpoints
+from benchmarks.stats import paired_difference
+from envs.latent_reasoning import LatentReasoningVectorEnv
+from simulators.recsys.metrics import ndcg_at_k
+
+MAX_STEPS_RATIO = 0.7  # the issue's compute budget against fixed depth 4
+REFERENCE = "fixed_depth_4"
+
+
+def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
+    """The held-out fold's validation users (the env's ``holdout_fold`` rule)."""
+    users = LatentReasoningVectorEnv(1, config).batch.split.users("valid")
+    return users[users % n_folds == fold]
+
+
+def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user mean NDCG@10 and mean steps over ``draws`` validation episodes (noise seeds shared by policies)."""
+    env = LatentReasoningVectorEnv(min(512, len(users)), dict(config, split="valid"))
+    ndcg, steps = np.zeros(len(users)), np.zeros(len(users))
+    for r in range(draws):
+        ranks, k = halting_episodes(env, users, act, seed=seed + 100_000 * (r + 1))
+        ndcg += ndcg_at_k(torch.as_tensor(ranks), 10).numpy() / draws
+        steps += k / draws
+    return ndcg, steps
+
+
+def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_folds: int, timesteps: int,
+                   draws: int, seed: int, out_dir: Path) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """One candidate (a worker process): PPO on the other folds' validation targets, played on ``users``."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    train = dict(config, split="valid", step_cost=cost, potential_shaping=True, holdout_fold=fold, n_folds=n_folds)
+    act = ppo_sb3({"config": train}, timesteps, seed, out_dir / f"cost_{cost}")
+    ndcg, steps = play(dict(config, step_cost=cost), users, act, draws, seed)
+    return cost, ndcg, steps, time.perf_counter() - t0
+
+
+def choose(rows: list[dict]) -> tuple[float, bool]:
+    """The chosen cost and whether it meets the steps budget (see the module docstring)."""
+    within = [r for r in rows if r["steps_ratio"] <= MAX_STEPS_RATIO]
+    if within:
+        return max(within, key=lambda r: (r["diff"], r["cost"]))["cost"], True
+    return max(r["cost"] for r in rows), False
+
+
+def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int, fold: int, n_folds: int,
+        seed: int, jobs: int, out_dir: Path) -> dict:
+    ckpt = Checkpoints.under(ckpt_dir, key)
+    if not ckpt.spt.is_file():
+        raise FileNotFoundError(f"no LARES-SPT checkpoint at {ckpt.spt}; build it first: "
+                                f"python -m benchmarks.bench_lares --ckpt-dir {ckpt_dir} --only {key} --models-only")
+    config = {"data_path": str(DATA / DATASETS[key]), "checkpoint": str(ckpt.spt), "max_depth": 12}
+    users = fold_users(config, fold, n_folds)
+    fixed = {f"fixed_depth_{k}": play(config, users, fixed_depth(k), draws, seed) for k in (2, 3, 4)}
+    ref_ndcg, ref_steps = fixed[REFERENCE]
+    context = multiprocessing.get_context("spawn")  # torch and forked workers do not mix
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(train_and_play, config, c, users, fold, n_folds, timesteps, draws, seed, out_dir)
+                   for c in costs]
+        trained = [f.result() for f in futures]
+    rows = []
+    for name, (ndcg, steps) in fixed.items():
+        rows.append({"policy": name, "cost": None, "ndcg": ndcg.mean(), "steps": steps.mean()})
+    for cost, ndcg, steps, seconds in trained:
+        d = paired_difference(ndcg, ref_ndcg)
+        rows.append({"policy": "PPO halting (SB3)", "cost": cost, "ndcg": ndcg.mean(), "steps": steps.mean(),
+                     "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
+                     "train_and_play_s": seconds})
+    chosen, meets = choose([r for r in rows if r["cost"] is not None])
+    return {"dataset": key, "checkpoint": str(ckpt.spt), "fold": fold, "n_folds": n_folds, "users": len(users),
+            "draws": draws, "timesteps": timesteps, "seed": seed, "rows": rows, "chosen": chosen,
+            "meets_steps_budget": meets}
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# {res['dataset']}: choosing the halting step cost on held-out validation users", "",
+             f"SB3 PPO trained ({res['timesteps']} steps, seed {res['seed']}) on the validation targets of the users "
+             f"outside fold {res['fold']} of {res['n_folds']}; every policy played on the fold's {res['users']} users, "
+             f"{res['draws']} noise draws each (per-user mean NDCG@10; paired 95% bootstrap CI over users).", "",
+             f"| policy | step cost | NDCG@10 | mean steps | - {REFERENCE} [95% CI] | steps ratio |", "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        cost = "" if r["cost"] is None else f"{r['cost']}"
+        diff = f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]" if "diff" in r else ""
+        ratio = f"{r['steps_ratio']:.2f}" if "steps_ratio" in r else ""
+        lines.append(f"| {r['policy']} | {cost} | {r['ndcg']:.4f} | {r['steps']:.2f} | {diff} | {ratio} |")
+    why = (f"the best difference among the costs with steps ratio <= {MAX_STEPS_RATIO}" if res["meets_steps_budget"]
+           else f"no cost kept the steps ratio <= {MAX_STEPS_RATIO}: the largest")
+    lines += ["", f"chosen step cost: **{res['chosen']}** ({why})", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=list(DATASETS), required=True)
+    parser.add_argument("--ckpt-dir", type=Path, required=True, help="bench_lares's checkpoint folder")
+    parser.add_argument("--costs", type=float, nargs="+", required=True)
+    parser.add_argument("--ppo-timesteps", type=int, default=200_000)
+    parser.add_argument("--draws", type=int, default=8, help="noise draws per held-out user")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="candidate costs trained at once (processes)")
+    parser.add_argument("--out", type=Path, default=Path("runs/lares_step_cost"))
+    a = parser.parse_args()
+    for name, value, ok in (("--costs", a.costs, all(c >= 0 for c in a.costs)), ("--draws", a.draws, a.draws >= 1),
+                            ("--fold", a.fold, 0 <= a.fold < a.n_folds), ("--jobs", a.jobs, a.jobs >= 1)):
+        if not ok:
+            parser.error(f"{name} = {value} is invalid (costs >= 0, draws >= 1, 0 <= fold < n_folds, jobs >= 1)")
+    torch.set_num_threads(1)
+    res = run(a.dataset, a.ckpt_dir, a.costs, a.ppo_timesteps, a.draws, a.fold, a.n_folds, a.seed, a.jobs, a.out)
+    text = markdown(res)
+    print(text, flush=True)
+    for folder in (a.out, RESULTS):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"lares_step_cost_{a.dataset}.md").write_text(text)
+        (folder / f"lares_step_cost_{a.dataset}.json").write_text(json.dumps(res, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
