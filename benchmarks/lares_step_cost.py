@@ -49,9 +49,9 @@ REFERENCE = "fixed_depth_4"
 
 
 def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
-    """The held-out fold's validation users (the env's ``holdout_fold`` rule)."""
-    users = LatentReasoningVectorEnv(1, config).batch.split.users("valid")
-    return users[users % n_folds == fold]
+    """The held-out fold's validation users: those the env never draws with ``holdout_fold=fold``."""
+    batch = LatentReasoningVectorEnv(1, dict(config, holdout_fold=fold, n_folds=n_folds)).batch
+    return np.setdiff1d(batch.split.users("valid"), batch.eligible_users("valid"))
 
 
 def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +108,7 @@ def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int
                      "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])
-    return {"dataset": key, "checkpoint": str(ckpt.spt), "fold": fold, "n_folds": n_folds, "users": len(users),
+    return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds, "users": len(users),
             "draws": draws, "timesteps": timesteps, "seed": seed, "rows": rows, "chosen": chosen,
             "meets_steps_budget": meets}
 
