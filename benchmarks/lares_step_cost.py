@@ -108,8 +108,8 @@ def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int
                      "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])
-    return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds, "users": len(users),
-            "draws": draws, "timesteps": timesteps, "seed": seed, "rows": rows, "chosen": chosen,
+    return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds,
+            "users": len(users), "draws": draws, "timesteps": timesteps, "seed": seed, "rows": rows, "chosen": chosen,
             "meets_steps_budget": meets}
 
 
@@ -118,7 +118,8 @@ def markdown(res: dict) -> str:
              f"SB3 PPO trained ({res['timesteps']} steps, seed {res['seed']}) on the validation targets of the users "
              f"outside fold {res['fold']} of {res['n_folds']}; every policy played on the fold's {res['users']} users, "
              f"{res['draws']} noise draws each (per-user mean NDCG@10; paired 95% bootstrap CI over users).", "",
-             f"| policy | step cost | NDCG@10 | mean steps | - {REFERENCE} [95% CI] | steps ratio |", "|---|---|---|---|---|---|"]
+             f"| policy | step cost | NDCG@10 | mean steps | - {REFERENCE} [95% CI] | steps ratio |",
+             "|---|---|---|---|---|---|"]
     for r in res["rows"]:
         cost = "" if r["cost"] is None else f"{r['cost']}"
         diff = f"{r['diff']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]" if "diff" in r else ""

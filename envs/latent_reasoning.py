@@ -6,10 +6,11 @@ synthetic default world (``SyntheticConfig()``, seed 0) with the shipped SPT wei
 
 Episode: one user of the configured split ("valid" by default: inputs = training sequence, target =
 validation item; "test": inputs also include the validation item). ``reset`` picks a user uniformly
-with ``self.np_random``, skipping the held-out fold ``u % n_folds == holdout_fold`` if one is set (or ``options={"user": u}``, a user index with a target in the split;
-``options={"split": s}`` switches the split for that episode), runs the pre-block once, draws the
-initial reasoning state ``T_0 = 3 z`` (``z`` truncated normal, from ``self.np_random``) and applies
-the **first** reasoning step, so every episode has depth >= 1.
+with ``self.np_random``, skipping the held-out fold ``u % n_folds == holdout_fold`` if one is set
+(or ``options={"user": u}``, a user index with a target in the split; ``options={"split": s}``
+switches the split for that episode), runs the pre-block once, draws the initial reasoning state
+``T_0 = 3 z`` (``z`` truncated normal, from ``self.np_random``) and applies the **first** reasoning
+step, so every episode has depth >= 1.
 
 Actions (``action_mode``):
 - ``"halt"``: ``Discrete(2)``; 0 = continue (apply one more reasoning step, reward ``-step_cost``),
@@ -189,6 +190,10 @@ class ReasoningBatch:
         if config.torch_threads is not None and torch.get_num_threads() != config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.split, self.model = load_reasoning_world(config.data_path, config.data_format, config.checkpoint)
+        # the users each stage's resets draw from, outside the held-out fold (fixed: not recomputed per reset)
+        fold = config.holdout_fold
+        staged = {stage: self.split.users(stage) for stage in STAGES}
+        self._eligible = {s: u if fold is None else u[u % config.n_folds != fold] for s, u in staged.items()}
         c = self.model.config
         self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
         self.max_entropy = float(np.log(self.n_items))  # nats, the uniform softmax's
@@ -359,9 +364,7 @@ class ReasoningBatch:
 
     def eligible_users(self, stage: str) -> np.ndarray:
         """The users a reset draws from: the stage's users outside the held-out fold."""
-        users = self.split.users(stage)
-        fold = self.config.holdout_fold
-        return users if fold is None else users[users % self.config.n_folds != fold]
+        return self._eligible[stage]
 
     def check_user(self, stage: str, user: Any) -> int:
         users = self.split.users(stage)
