@@ -149,6 +149,18 @@ class RLlibPolicy:
             obs = self.obs_filter(obs)
         return self._greedy(torch.as_tensor(np.asarray(obs, dtype=np.float32)))
 
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """P(action) (batch, n) of a Discrete-action module without masks, for a batch of observations."""
+        space = getattr(self.module, "action_space", None)
+        if self._masked or not isinstance(space, gym.spaces.Discrete):
+            raise ValueError(f"action_probabilities needs an unmasked Discrete module; {self.name} acts in {space}"
+                             f"{' with masks' if self._masked else ''}")
+        if self.obs_filter is not None:
+            obs = self.obs_filter(obs)
+        with torch.no_grad():
+            out = self.module.forward_inference({"obs": torch.as_tensor(np.asarray(obs, dtype=np.float32))})
+        return torch.softmax(out["action_dist_inputs"], -1).numpy()
+
     def act(self, obs: Any, env: gym.Env) -> Any:
         if self._masked:
             from agents.phrase_rl_module import with_action_mask

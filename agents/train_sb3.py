@@ -16,6 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -85,6 +86,17 @@ class SB3Policy:
         if self.normalizer is not None:
             obs = self.normalizer.normalize_obs(obs)
         return self.model.predict(obs, deterministic=True, **kwargs)[0]
+
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """P(action) (batch, n) of a Discrete-action policy for a batch of observations, normalized as in training."""
+        if not isinstance(self.model.action_space, gym.spaces.Discrete) or self._masked:
+            raise ValueError(f"action_probabilities needs an unmasked Discrete policy; {self.name} acts in "
+                             f"{self.model.action_space}{' with masks' if self._masked else ''}")
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs)
+        with torch.no_grad():
+            dist = self.model.policy.get_distribution(self.model.policy.obs_to_tensor(obs)[0])
+        return dist.distribution.probs.cpu().numpy()
 
     def reset(self, env: gym.Env, seed: int | None) -> None:
         self.model.set_random_seed(seed)

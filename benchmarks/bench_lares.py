@@ -8,17 +8,29 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   checkpoint fine-tuned on LARES's SPT instances, which tells what the SPT recipe gains without the
   reasoning steps.
 - LARES-SPT / LARES-SPT+RPT at the model's evaluation depth 4.
-- Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split, one
-  episode per test user (or a fixed random subset of ``max_env_users``), 512 users per torch call):
-  fixed depth 1/2/4/8, random halting (p_stop = 1/4), state-change halting (threshold and minimum
-  depth calibrated on 3,000 validation users for at most 70% of fixed depth 4's steps,
+- Halting policies on the frozen SPT model, run through ``LatentReasoningVectorEnv`` (test split, the
+  test users (or a fixed random subset of ``max_env_users``), 512 users per torch call): fixed depth
+  1/2/3/4/8, random halting (p_stop = 1/4), state-change halting (threshold and minimum depth
+  calibrated on the validation users for at most 70% of fixed depth 4's steps,
   ``agents.baselines.latent_reasoning``) and PPO halting agents trained on the validation targets with
   the settings of the env's experiment file (SB3 on 4 scalar envs with VecNormalize; RLlib on the env's
   native vector env with MeanStdFilter unless ``--rllib-iterations 0``), with their mean reasoning steps;
-  the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given.
+  the env's step cost is per dataset (``STEP_COST``) unless ``--step-cost`` is given. Each agent has two
+  rows: greedy (stop when P(STOP) >= 1/2), and ", budget": stop when P(STOP) reaches the threshold
+  calibrated on the validation users for the same 70% budget (``calibrate_stop_threshold``). Both
+  calibrations keep the one-sided 95% upper confidence bound of the mean steps (over users) within the
+  budget, so that it holds on the test users too (calibrated at the mean, two of four agents' test
+  steps went over by 0.0003 and 0.0085 of depth 4's). The greedy
+  agent's steps follow the step cost only loosely: at ML-100K's 0.001, the selection run used 0.65 of
+  fixed depth 4's steps and three bench seeds 0.71-0.76.
+- Noise draws: LARES starts reasoning from random noise, so every LARES and env row averages each
+  user's metrics over ``--draws`` draws (default 8; episode seeds ``seed + 100,000 r``), and the
+  budget calibrations use as many validation draws. With one draw the verdict is a lottery: on
+  ML-100K's test users depth 4's gain over depth 2 ranges from 0.0010 to 0.0088 NDCG@10 across four
+  noise seeds.
 - Paired differences of NDCG@10 on the same test users (``benchmarks.stats.paired_difference``):
   LARES-SPT - each SASRec, RPT - SPT (same initial noise), RPT - SASRec, and state-change halting and each PPO
-  agent - fixed_depth_4 (same users, same noise: the env episodes are pinned and seeded identically for
+  row - fixed_depth_4 (same users, same noise: the env episodes are pinned and seeded identically for
   every policy).
 
 The four checkpoints live under ``--ckpt-dir``; missing ones are trained first with the measured
@@ -26,7 +38,8 @@ models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes and thei
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ckpt
 
-``--models-only`` evaluates just the SASRec / SPT / RPT rows and their paired differences (into
+``--reuse-agents`` loads the agents a previous run saved under ``--out`` instead of training them, to
+re-evaluate them under a changed protocol. ``--models-only`` evaluates just the SASRec / SPT / RPT rows and their paired differences (into
 ``lares_models.md``), for comparing checkpoints without training the halting agents.
 """
 
@@ -37,12 +50,16 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from agents.baselines.latent_reasoning import calibrate_state_change
+from agents.baselines.latent_reasoning import (DepthTraces, StopThreshold, calibrate_stop_threshold, depth_traces,
+                                               state_change_rule)
 from agents.lares_post_training import rpt_kept_spt
+from agents.train_rllib import load_rllib_policy
+from agents.train_sb3 import load_sb3_policy
 from benchmarks.lares_checkpoints import build_checkpoints
 from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
@@ -72,14 +89,18 @@ SASREC_NOTES = {"SASRec": "max_len 50, recsys world checkpoint",
                                             "no reasoning steps"}
 PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("LARES-SPT+RPT", "LARES-SPT"),
          ("LARES-SPT+RPT", "SASRec"), ("state-change halting", "fixed_depth_4"), ("PPO halting (SB3)", "fixed_depth_4"),
-         ("PPO halting (RLlib)", "fixed_depth_4"))
+         ("PPO halting (RLlib)", "fixed_depth_4"), ("PPO halting (SB3), budget", "fixed_depth_4"),
+         ("PPO halting (RLlib), budget", "fixed_depth_4"))
+BUDGET_STEPS = 0.7 * 4  # the issue's compute budget: 70% of fixed depth 4's steps
 ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
 
 
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
-    r = torch.as_tensor(ranks)
-    out = {"policy": name, "users": len(ranks), "note": note, "ndcg_per_user": ndcg_at_k(r, 10).numpy()}
-    for key, vals in (("NDCG@10", ndcg_at_k(r, 10).numpy()), ("Recall@10", recall_at_k(r, 10).numpy())):
+    """A result row of 0-based ranks (users,) or (draws, users): per-user metrics are means over the draws."""
+    r = torch.as_tensor(np.atleast_2d(ranks))
+    ndcg, recall = ndcg_at_k(r, 10).mean(0).numpy(), recall_at_k(r, 10).mean(0).numpy()
+    out = {"policy": name, "users": r.shape[1], "note": note, "ndcg_per_user": ndcg}
+    for key, vals in (("NDCG@10", ndcg), ("Recall@10", recall)):
         ci = mean_ci(vals, methods=("percentile",))
         out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
     out["steps"] = float(np.mean(steps)) if steps is not None else None
@@ -122,6 +143,18 @@ def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActF
     return ranks, steps
 
 
+def halting_draws(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seeds: list[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`halting_episodes` once per seed (a noise draw per user each): ranks and steps, (draws, users)."""
+    runs = [halting_episodes(env, users, act, s) for s in seeds]
+    return np.stack([r for r, _ in runs]), np.stack([k for _, k in runs])
+
+
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """The test episodes' seeds: draw r uses seed + 100,000 r (one draw: ``seed``, as before draws existed)."""
+    return [seed + 100_000 * r for r in range(draws)]
+
+
 def fixed_depth(k: int) -> ActFn:
     return lambda obs, info, rng: np.where(info["depth"] >= k, STOP, CONTINUE)
 
@@ -130,36 +163,50 @@ def random_halting(p_stop: float = 0.25) -> ActFn:
     return lambda obs, info, rng: np.where(rng.random(len(obs)) < p_stop, STOP, CONTINUE)
 
 
-def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> ActFn:
+def greedy(policy: Any) -> ActFn:
+    return lambda obs, info, rng: policy.predict(obs)
+
+
+def budget_halting(policy: Any, traces: DepthTraces, max_mean_steps: float) -> tuple[ActFn, StopThreshold]:
+    """A trained halting policy stopping once P(STOP) reaches the threshold calibrated on ``traces``
+    (:func:`calibrate_stop_threshold`: the best NDCG@10 on the traces' users whose mean steps' 95% upper
+    confidence bound is within ``max_mean_steps``)."""
+    users, depths, dim = traces.obs.shape
+    p_stop = policy.action_probabilities(traces.obs.reshape(-1, dim))[:, STOP].reshape(users, depths)
+    rule = calibrate_stop_threshold(traces, p_stop, max_mean_steps)
+    return lambda obs, info, rng: np.where(policy.action_probabilities(obs)[:, STOP] >= rule.threshold,
+                                           STOP, CONTINUE), rule
+
+
+def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> Any:
     from agents.train_sb3 import train_sb3
     from benchmarks.experiment import load_experiment
 
     # the env's experiment file: PPO on 4 scalar envs
     cfg = load_experiment(ENV_ID).sb3_config("ppo", timesteps=timesteps, env_kwargs=env_kwargs, seed=seed,
                                               out_dir=out_dir, progress=False)
-    policy = train_sb3(ENV_ID, cfg)
-    return lambda obs, info, rng: policy.predict(obs)
+    return train_sb3(ENV_ID, cfg)
 
 
-def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> ActFn:
+def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> Any:
     from agents.train_rllib import train_rllib
     from benchmarks.experiment import load_experiment
 
     # the env's experiment file: one env runner stepping 32 users per torch call through the native VectorEnv
     cfg = load_experiment(ENV_ID).rllib_config("ppo", iterations=iterations, env_kwargs=env_kwargs, seed=seed,
                                                 out_dir=out_dir, progress=False)
-    policy = train_rllib(ENV_ID, cfg)
-    return lambda obs, info, rng: policy.predict(obs)
+    return train_rllib(ENV_ID, cfg)
 
 
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
                 max_env_users: int | None = None, step_cost: float | None = None,
-                shaping: str = "potential", seed: int = 0, models_only: bool = False) -> dict:
+                shaping: str = "potential", seed: int = 0, models_only: bool = False, draws: int = 8,
+                reuse_agents: bool = False) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
     ckpt = build_checkpoints(key, split, ckpt_dir)
-    rows, timings = [], {}
+    rows, timings, seeds = [], {}, draw_seeds(seed, draws)
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
@@ -169,47 +216,62 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
         if path == ckpt.rpt and rpt_kept_spt(histories[name]):
             note += "; RPT never beat SPT on validation: these are the SPT weights"
-        rows.append(row(name, evaluate_ranks(model, split, "test", c.eval_steps, seed=seed),
-                        np.full(len(users), c.eval_steps), note=note))
+        ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
+        rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
     if models_only:
-        return _finish(key, split, histories, rows, timings, None, shaping, seed)
+        return _finish(key, split, histories, rows, timings, None, shaping, seed, draws)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
-    policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 4, 8)}
+    policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
     t0 = time.perf_counter()
-    rule = calibrate_state_change(env.config, max_mean_steps=0.7 * 4, seed=seed)
+    # the validation users with the test rows' number of noise draws, for the budget calibrations
+    traces = depth_traces(env.config, seed=seed, draws=draws)
+    rule = state_change_rule(traces, BUDGET_STEPS)
     timings["state_change_calibration_s"] = time.perf_counter() - t0
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
                                          f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
     train_kwargs = {"config": dict(base, split="valid", shaping=shaping == "logp",
                                    potential_shaping=shaping == "potential")}
-    t0 = time.perf_counter()
-    policies["PPO halting (SB3)"] = ppo_sb3(train_kwargs, ppo_timesteps, seed, out_dir / key / "sb3")
-    timings["sb3_train_s"] = time.perf_counter() - t0
+    sb3_dir, rllib_dir = out_dir / key / "sb3", out_dir / key / "rllib"
+    # per library: how to train the agent, and how to load the one a previous run saved
+    trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, ppo_timesteps, seed, sb3_dir),
+                        lambda: load_sb3_policy(sb3_dir / "model.zip"))}
     if rllib_iterations:
+        trainers["RLlib"] = (lambda: ppo_rllib(train_kwargs, rllib_iterations, seed, rllib_dir),
+                             lambda: load_rllib_policy(rllib_dir))
+    for lib, (train, load) in trainers.items():
         t0 = time.perf_counter()
         try:
-            policies["PPO halting (RLlib)"] = ppo_rllib(train_kwargs, rllib_iterations, seed, out_dir / key / "rllib")
-        except Exception as exc:  # report, do not lose the other rows
+            policy = load() if reuse_agents else train()
+        except Exception as exc:  # report a failed RLlib run, do not lose the other rows
+            if lib == "SB3" or reuse_agents:
+                raise
             timings["rllib_error"] = repr(exc)[:300]
-        timings["rllib_train_s"] = time.perf_counter() - t0
+            continue
+        finally:
+            timings[f"{lib.lower()}_{'load' if reuse_agents else 'train'}_s"] = time.perf_counter() - t0
+        policies[f"PPO halting ({lib})"] = greedy(policy)
+        budget, stop = budget_halting(policy, traces, BUDGET_STEPS)
+        policies[f"PPO halting ({lib}), budget"] = budget
+        rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} (validation: "
+                                                     f"NDCG@10 {stop.ndcg:.4f} at {stop.steps:.2f} steps)")
     env_users, note = users, "frozen SPT, env"
     if max_env_users is not None and len(users) > max_env_users:  # a fixed random subset of the test users
         env_users = np.sort(np.random.default_rng(seed).choice(users, max_env_users, replace=False))
         note += f", {max_env_users} random test users"
     for name, act in policies.items():
         t0 = time.perf_counter()
-        ranks, steps = halting_episodes(env, env_users, act, seed)
+        ranks, steps = halting_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
-        rows.append(row(name, ranks, steps, note=note + rule_note.get(name, "")))
-    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed)
+        rows.append(row(name, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
+    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed, draws)
 
 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
-            step_cost: float | None, shaping: str, seed: int) -> dict:
+            step_cost: float | None, shaping: str, seed: int, draws: int) -> dict:
     """The dataset's result record: rows without their per-user NDCG, plus the paired differences."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
@@ -223,13 +285,15 @@ def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows:
         del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
             "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
-            "step_cost": step_cost, "shaping": shaping, "seed": seed}
+            "step_cost": step_cost, "shaping": shaping, "seed": seed, "draws": draws}
 
 
 def markdown(results: list[dict]) -> str:
     lines = ["# LARES: full-ranking test results (leave-one-out, history masked, 95% bootstrap CIs over users)", ""]
     for res in results:
         lines += [f"## {res['dataset']} ({res['data']['users']} users, {res['data']['items']} items)", "",
+                  f"LARES rows: per-user metrics averaged over {res.get('draws', 1)} noise draw(s) of the initial "
+                  "reasoning state.", "",
                   "| policy | NDCG@10 [95% CI] | Recall@10 [95% CI] | mean steps | note |", "|---|---|---|---|---|"]
         for r in res["rows"]:
             steps = "" if r["steps"] is None else f"{r['steps']:.2f}"
@@ -253,7 +317,8 @@ def markdown(results: list[dict]) -> str:
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, max_env_users: int | None = None,
-         step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False) -> None:
+         step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False,
+         draws: int = 8, reuse_agents: bool = False) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
     name = "lares_models" if models_only else "lares"
@@ -267,7 +332,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             continue
         t0 = time.perf_counter()
         res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, max_env_users,
-                          step_cost, shaping, seed, models_only)
+                          step_cost, shaping, seed, models_only, draws, reuse_agents)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -296,8 +361,15 @@ if __name__ == "__main__":
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
     parser.add_argument("--seed", type=int, default=0, help="PPO seeds, initial noise, the env's test-user subset")
+    parser.add_argument("--draws", type=int, default=8,
+                        help="noise draws of the initial reasoning state per test user (LARES and env rows)")
+    parser.add_argument("--reuse-agents", action="store_true",
+                        help="load the PPO agents a previous run saved under --out (same seed and settings) "
+                             "instead of training them: re-evaluation under a changed protocol")
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
     a = parser.parse_args()
+    if a.draws < 1:
+        parser.error(f"--draws = {a.draws} is invalid; allowed: an integer >= 1")
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.max_env_users, a.step_cost,
-         a.shaping, a.seed, a.models_only)
+         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents)

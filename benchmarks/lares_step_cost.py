@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, halting_episodes, ppo_sb3
+from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, greedy, halting_draws, ppo_sb3
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
 from envs.latent_reasoning import LatentReasoningVectorEnv
@@ -57,12 +57,8 @@ def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
 def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-user mean NDCG@10 and mean steps over ``draws`` validation episodes (noise seeds shared by policies)."""
     env = LatentReasoningVectorEnv(min(512, len(users)), dict(config, split="valid"))
-    ndcg, steps = np.zeros(len(users)), np.zeros(len(users))
-    for r in range(draws):
-        ranks, k = halting_episodes(env, users, act, seed=seed + 100_000 * (r + 1))
-        ndcg += ndcg_at_k(torch.as_tensor(ranks), 10).numpy() / draws
-        steps += k / draws
-    return ndcg, steps
+    ranks, steps = halting_draws(env, users, act, [seed + 100_000 * (r + 1) for r in range(draws)])
+    return ndcg_at_k(torch.as_tensor(ranks), 10).mean(0).numpy(), steps.mean(0)
 
 
 def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_folds: int, timesteps: int,
@@ -71,7 +67,7 @@ def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_fo
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = dict(config, split="valid", step_cost=cost, potential_shaping=True, holdout_fold=fold, n_folds=n_folds)
-    act = ppo_sb3({"config": train}, timesteps, seed, out_dir / f"cost_{cost}")
+    act = greedy(ppo_sb3({"config": train}, timesteps, seed, out_dir / f"cost_{cost}"))
     ndcg, steps = play(dict(config, step_cost=cost), users, act, draws, seed)
     return cost, ndcg, steps, time.perf_counter() - t0
 

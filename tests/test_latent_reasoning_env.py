@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
 from agents.baselines import make_baseline
-from agents.baselines.latent_reasoning import calibrate_state_change
+from agents.baselines.latent_reasoning import calibrate_state_change, depth_traces
 from envs.latent_reasoning import (
     CONTINUE,
     STOP,
@@ -321,6 +321,38 @@ def test_state_change_halting_scores_its_rule_as_the_env_does(tiny):
         make_baseline(ENV_ID, "state_change_halting", max_mean_steps=0.9)
 
 
+class _ObsStopPolicy:
+    """A stand-in trained halting policy: P(STOP) a fixed smooth function of the observation."""
+
+    def action_probabilities(self, obs: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-2.0 * np.asarray(obs, np.float64).sum(1)))
+        probs = np.zeros((len(p), 2))
+        probs[:, STOP], probs[:, CONTINUE] = p, 1.0 - p
+        return probs
+
+
+def test_budget_halting_scores_its_threshold_as_the_env_does(tiny):
+    """The traces show a policy what its episodes show it: the threshold's offline NDCG and steps are the
+    episodes' own, and the budget binds."""
+    from benchmarks.bench_lares import budget_halting, halting_episodes
+    from simulators.recsys.metrics import ndcg_at_k
+
+    traces = depth_traces(LatentReasoningConfig(**tiny, max_depth=6), seed=5, batch=16)
+    act, stop = budget_halting(_ObsStopPolicy(), traces, max_mean_steps=2.5)
+    assert 1.0 < stop.steps <= 2.5
+    env = LatentReasoningVectorEnv(16, dict(tiny, max_depth=6, split="valid", step_cost=0.01))
+    ranks, steps = halting_episodes(env, traces.users, act, seed=5)
+    assert np.mean(ndcg_at_k(torch.as_tensor(ranks), 10).numpy()) == pytest.approx(stop.ndcg, abs=1e-9)
+    assert np.mean(steps) == pytest.approx(stop.steps)
+    # draw r of several is the single-draw trace seeded seed + 100,000 r
+    two, n = depth_traces(LatentReasoningConfig(**tiny, max_depth=6), seed=5, batch=16, draws=2), len(traces.users)
+    np.testing.assert_array_equal(two.users, np.tile(traces.users, 2))
+    np.testing.assert_array_equal(two.obs[:n], traces.obs)
+    later = depth_traces(LatentReasoningConfig(**tiny, max_depth=6), seed=100_005, batch=16)
+    np.testing.assert_array_equal(two.ndcg[n:], later.ndcg)
+    assert not np.array_equal(two.ndcg[n:], traces.ndcg)
+
+
 def test_ranking_stats_equal_naive_reference(tiny):
     """Top score, margin, entropy, log p(target) and the target's rank vs a float64 softmax by hand."""
     vec = LatentReasoningVectorEnv(6, dict(tiny, split="test"))
@@ -416,6 +448,9 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     np.testing.assert_allclose(scaled, np.clip((obs - norm.obs_rms.mean) / np.sqrt(norm.obs_rms.var + norm.epsilon),
                                                -norm.clip_obs, norm.clip_obs), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(policy.predict(obs), policy.model.predict(scaled, deterministic=True)[0])
+    probs = policy.action_probabilities(obs)  # normalized as predict is: its argmax is predict's action
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(probs.argmax(1), policy.predict(obs))
     loaded = load_sb3_policy(tmp_path / "model.zip")
     np.testing.assert_array_equal(loaded.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
@@ -448,6 +483,7 @@ def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path
     with torch.no_grad():
         logits = policy.module.forward_inference({"obs": torch.as_tensor(filt(obs))})["action_dist_inputs"]
     np.testing.assert_array_equal(policy.predict(obs), greedy.from_logits(logits).to_deterministic().sample().numpy())
+    np.testing.assert_allclose(policy.action_probabilities(obs), torch.softmax(logits, -1).numpy(), rtol=1e-6)
     for folder in (tmp_path, tmp_path / "checkpoint" / MODULE_SUBPATH):  # a run folder, a module folder inside it
         loaded = load_rllib_policy(folder)
         np.testing.assert_array_equal(loaded.obs_filter.mean, filt.mean)

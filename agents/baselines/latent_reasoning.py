@@ -5,13 +5,16 @@
 the compute of fixed_depth_4 spent at random); ``state_change_halting`` stops once reasoning has
 settled: the last step moved the state by less than a threshold (``info["state_change"]``),
 calibrated on the validation users for a mean-step budget (by default 70% of fixed_depth_4's: the
-target the issue sets the learned halting agents). SASRec is not a reasoning policy; it appears in
-the results table (``benchmarks/bench_lares.py``) directly.
+target the issue sets the learned halting agents). The same offline calibration
+(:func:`calibrate_stop_threshold`) sets a trained halting policy's operating point for a budget: stop
+once its P(STOP) reaches a threshold. SASRec is not a reasoning policy; it appears in the results
+table (``benchmarks/bench_lares.py``) directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -21,6 +24,7 @@ from agents.baselines import register_baseline
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningConfig, LatentReasoningVectorEnv
 
 ENV_ID = "recrail/LatentReasoning-v0"
+Z_95 = 1.6449  # one-sided 95% standard normal quantile
 
 
 def _halt_env(env: gym.Env) -> Any:
@@ -81,54 +85,145 @@ class StateChangeRule:
         return np.where((depth >= self.min_depth) & (state_change < self.threshold), STOP, CONTINUE)
 
 
+def _improves(best: StateChangeRule | StopThreshold | None, score: tuple[float, float, float],
+              max_mean_steps: float) -> bool:
+    """A :meth:`DepthTraces.score` whose steps' upper confidence bound is within the budget (so that the
+    budget holds on other users too) and that beats ``best``: a higher mean NDCG@10, then fewer steps."""
+    ndcg, steps, upper = score
+    return upper <= max_mean_steps and (best is None or (ndcg, -steps) > (best.ndcg, -best.steps))
+
+
 def _check_budget(max_mean_steps: float) -> None:
     if not max_mean_steps >= 1.0:
         raise ValueError(f"max_mean_steps = {max_mean_steps!r} is invalid; allowed: a float >= 1 (one step is forced)")
 
 
-def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
-                           seed: int = 0, batch: int = 512) -> StateChangeRule:
-    """The state-change rule with the best mean NDCG@10 on (at most ``max_users`` of) the validation users
-    whose mean steps stay within ``max_mean_steps``.
+@dataclasses.dataclass(frozen=True)
+class DepthTraces:
+    """Validation users reasoned to ``max_depth`` once: what a halting policy sees and scores at every depth.
 
-    Every user is reasoned to ``config.max_depth`` once. The env's potential-shaped rewards (step cost
-    0) are the changes of NDCG@10 between consecutive rankings, so with the final ranking's NDCG@10
-    they give the NDCG@10 at every depth, and every (threshold, min_depth) pair is scored offline.
+    Column ``t`` is depth ``t + 1``. A halt-mode episode only chooses when to stop, so the observation
+    and state change a policy sees at depth ``t + 1`` are those of the continue-only trajectory.
     """
-    _check_budget(max_mean_steps)
+
+    users: np.ndarray  # (U,)
+    obs: np.ndarray  # (U, D, obs_dim): the env's observation at each depth
+    state_change: np.ndarray  # (U, D): info["state_change"] at each depth
+    ndcg: np.ndarray  # (U, D): NDCG@10 of the ranking at each depth
+
+    def score(self, stop: np.ndarray) -> tuple[float, float, float]:
+        """Mean NDCG@10, mean steps and the mean steps' one-sided 95% upper confidence bound over users
+        (normal approximation; each user's steps averaged over its draws) of halting at the first
+        ``stop`` (rows, D) flag (max_depth forces one)."""
+        stop = np.array(stop, dtype=bool)
+        stop[:, -1] = True
+        t = stop.argmax(1)
+        per_user = np.bincount(self._user_index, t + 1.0) / np.bincount(self._user_index)
+        se = per_user.std(ddof=1) / np.sqrt(len(per_user)) if len(per_user) > 1 else 0.0
+        return float(self.ndcg[np.arange(len(t)), t].mean()), float(t.mean() + 1), float(per_user.mean() + Z_95 * se)
+
+    @functools.cached_property
+    def _user_index(self) -> np.ndarray:
+        return np.unique(self.users, return_inverse=True)[1]
+
+
+def depth_traces(config: LatentReasoningConfig, max_users: int = 3000, seed: int = 0, batch: int = 512,
+                 draws: int = 1) -> DepthTraces:
+    """:class:`DepthTraces` of (at most ``max_users`` of) the validation users, ``draws`` noise draws each
+    (one row per user and draw; draw r's batch at offset i is seeded ``seed + 100,000 r + i``, as the
+    bench seeds its test draws).
+    """
+    if draws < 1:
+        raise ValueError(f"draws = {draws!r} is invalid; allowed: an integer >= 1")
     cfg = dataclasses.replace(config, action_mode="halt", split="valid", step_cost=0.0, shaping=False,
                               potential_shaping=True, reward_metric="ndcg", k=10)
     env = LatentReasoningVectorEnv(batch, cfg)
     users = env.batch.eligible_users("valid")
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    D = cfg.max_depth
+    runs = [_trace_draw(env, users, seed + 100_000 * r) for r in range(draws)]
+    return DepthTraces(np.tile(users, draws), *(np.concatenate(parts) for parts in zip(*runs)))
+
+
+def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One noise draw of ``users`` reasoned to max depth: observations, state changes and NDCG@10 per depth.
+
+    The env's potential-shaped rewards (step cost 0) are the changes of NDCG@10 between consecutive
+    rankings, so with the final ranking's NDCG@10 they give the NDCG@10 at every depth.
+    """
+    batch, D = env.num_envs, env.config.max_depth
+    obs_all = np.zeros((len(users), D, env.single_observation_space.shape[0]), np.float32)
     change, ndcg = np.zeros((len(users), D)), np.zeros((len(users), D))
     for i in range(0, len(users), batch):
         m = len(users[i:i + batch])
-        _, info = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
-        c, r = [info["state_change"][:m]], []
+        obs, info = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
+        o, c, r = [obs[:m]], [info["state_change"][:m]], []
         for _ in range(D - 1):
-            _, reward, *_, info = env.step(np.full(batch, CONTINUE))
+            obs, reward, *_, info = env.step(np.full(batch, CONTINUE))
+            o.append(obs[:m])
             c.append(info["state_change"][:m])
             r.append(reward[:m])
-        change[i:i + m] = np.stack(c, 1)
+        obs_all[i:i + m], change[i:i + m] = np.stack(o, 1), np.stack(c, 1)
         # NDCG at depth t = final NDCG minus the changes paid after it
         later = np.cumsum(np.stack(r, 1)[:, ::-1], 1)[:, ::-1]
         final = info["kpis"]["NDCG@10"][:m]
         ndcg[i:i + m] = final[:, None] - np.concatenate([later, np.zeros((m, 1))], 1)
-    best, rows, depths = None, np.arange(len(users)), np.arange(1, D + 1)
-    for min_depth in range(1, D + 1):
+    return obs_all, change, ndcg
+
+
+def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
+                           seed: int = 0, batch: int = 512) -> StateChangeRule:
+    """The state-change rule with the best mean NDCG@10 on (at most ``max_users`` of) the validation users
+    whose mean steps stay within ``max_mean_steps`` (:func:`state_change_rule` on their :func:`depth_traces`)."""
+    _check_budget(max_mean_steps)
+    return state_change_rule(depth_traces(config, max_users, seed, batch), max_mean_steps)
+
+
+def state_change_rule(traces: DepthTraces, max_mean_steps: float = 2.8) -> StateChangeRule:
+    """The state-change rule with the best mean NDCG@10 on the traces' users within ``max_mean_steps``;
+    every (threshold, min_depth) pair is scored offline."""
+    _check_budget(max_mean_steps)
+    change = traces.state_change
+    depths = np.arange(1, change.shape[1] + 1)
+    best = None
+    for min_depth in depths:
         # threshold inf = fixed depth min_depth (min_depth 1 is one step: always within the budget)
         candidates = np.unique(np.quantile(change[:, min_depth - 1:], np.linspace(0, 1, 201)))
         for threshold in np.append(candidates, np.inf):
-            rule = StateChangeRule(float(threshold), min_depth, 0.0, 0.0)
-            stop = rule.decide(change, depths) == STOP
-            stop[:, -1] = True  # max_depth is a forced stop
-            t = stop.argmax(1)
-            value, steps = float(ndcg[rows, t].mean()), float(t.mean() + 1)
-            if steps <= max_mean_steps and (best is None or (value, -steps) > (best.ndcg, -best.steps)):
-                best = dataclasses.replace(rule, ndcg=value, steps=steps)
+            rule = StateChangeRule(float(threshold), int(min_depth), 0.0, 0.0)
+            score = traces.score(rule.decide(change, depths) == STOP)
+            if _improves(best, score, max_mean_steps):
+                best = dataclasses.replace(rule, ndcg=score[0], steps=score[1])
+    return best
+
+
+@dataclasses.dataclass(frozen=True)
+class StopThreshold:
+    """Stop once a policy's probability of STOP reaches ``threshold``; ``ndcg`` and ``steps`` are the means it
+    reached on the calibration users."""
+
+    threshold: float
+    ndcg: float
+    steps: float
+
+
+def calibrate_stop_threshold(traces: DepthTraces, p_stop: np.ndarray, max_mean_steps: float = 2.8) -> StopThreshold:
+    """The threshold on a halting policy's P(STOP) (``p_stop``: (U, D), at each of ``traces``' depths) with the
+    best mean NDCG@10 on the traces' users whose mean steps stay within ``max_mean_steps``.
+
+    This sets a trained policy's operating point for a compute budget without retraining it: a policy
+    acting greedily stops at P(STOP) >= 1/2, and its mean steps vary from one training run to the next.
+    """
+    _check_budget(max_mean_steps)
+    if p_stop.shape != traces.ndcg.shape:
+        raise ValueError(f"p_stop has shape {p_stop.shape}; allowed: the traces' (users, depths) {traces.ndcg.shape}")
+    best = None
+    # observed probabilities (at most 2,001 quantiles); above every one: never stop early, fixed max_depth
+    for threshold in np.append(np.unique(np.quantile(p_stop, np.linspace(0, 1, 2001), method="lower")), np.inf):
+        score = traces.score(p_stop >= threshold)
+        if _improves(best, score, max_mean_steps):
+            best = StopThreshold(float(threshold), *score[:2])
     return best
 
 

@@ -1,0 +1,67 @@
+"""The LARES bench's pieces: multi-draw rows and the budget calibration of a halting policy's P(STOP)."""
+
+import numpy as np
+import pytest
+
+from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
+from benchmarks.bench_lares import draw_seeds, row
+
+
+def _traces(ndcg: list[list[float]], users: list[int] | None = None) -> DepthTraces:
+    """Traces of the given NDCG@10 per depth; by default every row is a draw of one user (no user spread)."""
+    ndcg = np.asarray(ndcg)
+    rows, depths = ndcg.shape
+    users = np.zeros(rows, int) if users is None else np.asarray(users)
+    return DepthTraces(users, np.zeros((rows, depths, 1), np.float32), np.zeros_like(ndcg), ndcg)
+
+
+def test_row_averages_each_users_metrics_over_the_draws():
+    # user 0: ranks 0 and 1 -> NDCG (1 + 1/log2(3)) / 2; user 1: ranks 10 and 0 -> (0 + 1) / 2, recall 1/2
+    r = row("x", np.array([[0, 10], [1, 0]]), np.array([2.0, 3.0]))
+    np.testing.assert_allclose(r["ndcg_per_user"], [(1 + 1 / np.log2(3)) / 2, 0.5])
+    assert r["users"] == 2 and r["NDCG@10"] == pytest.approx(((1 + 1 / np.log2(3)) / 2 + 0.5) / 2)
+    assert r["Recall@10"] == pytest.approx(0.75) and r["steps"] == 2.5
+    assert row("y", np.array([0, 10]))["NDCG@10"] == pytest.approx(0.5)  # one draw: plain ranks
+
+
+def test_draw_seeds_keep_the_single_draw_seed():
+    assert draw_seeds(3, 1) == [3] and draw_seeds(3, 3) == [3, 100_003, 200_003]
+
+
+def test_traces_score_the_first_stop_and_force_the_last_depth():
+    traces = _traces([[0.0, 0.5, 1.0], [0.2, 0.2, 0.0]])
+    assert traces.score(np.array([[False, True, True], [False, False, False]])) == (0.25, 2.5, 2.5)
+
+
+def test_traces_bound_the_mean_steps_over_users():
+    """Rows are (user, draw): users 0 / 1 / 2 average 1.5 / 3 / 2 steps; the bound is mean + 1.6449 SE."""
+    traces = _traces(np.tile([0.0, 0.1, 0.2], (6, 1)), users=[0, 1, 2, 0, 1, 2])  # deeper is better
+    stop = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], bool)
+    _, steps, upper = traces.score(stop)
+    per_user = np.array([1.5, 3.0, 2.0])
+    assert steps == pytest.approx(per_user.mean())
+    assert upper == pytest.approx(per_user.mean() + 1.6449 * per_user.std(ddof=1) / np.sqrt(3))
+    # a budget between the mean and its bound is not met: the calibration keeps the bound within it
+    p_stop = stop.astype(float)
+    assert calibrate_stop_threshold(traces, p_stop, upper - 1e-9).steps < steps
+    assert calibrate_stop_threshold(traces, p_stop, upper).steps == pytest.approx(steps)
+
+
+@pytest.mark.parametrize("budget, threshold, ndcg, steps", [
+    (3.0, 0.4, 0.6, 2.0),  # the best NDCG; 0.6 reaches it too at the same steps, the first found is kept
+    (1.5, 0.2, 0.35, 1.5),  # user 0 stops at depth 2 (0.3 >= 0.2), user 1 at depth 1
+    (1.0, 0.1, 0.1, 1.0),  # everyone stops after the forced first step
+])
+def test_stop_threshold_is_the_best_ndcg_within_the_budget(budget, threshold, ndcg, steps):
+    traces = _traces([[0.0, 0.5, 1.0], [0.2, 0.2, 0.0]])
+    p_stop = np.array([[0.1, 0.3, 0.9], [0.6, 0.4, 0.2]])
+    stop = calibrate_stop_threshold(traces, p_stop, budget)
+    assert (stop.threshold, stop.steps) == (threshold, steps) and stop.ndcg == pytest.approx(ndcg)
+
+
+def test_stop_threshold_rejects_bad_input():
+    traces = _traces([[0.0, 0.5, 1.0]])
+    with pytest.raises(ValueError, match=r"p_stop has shape \(1, 2\)"):
+        calibrate_stop_threshold(traces, np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="max_mean_steps = 0.5"):
+        calibrate_stop_threshold(traces, np.zeros((1, 3)), 0.5)
