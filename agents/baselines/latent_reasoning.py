@@ -174,15 +174,15 @@ def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int
 
 def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
                            seed: int = 0, batch: int = 512) -> StateChangeRule:
-    """The state-change rule with the best mean NDCG@10 on (at most ``max_users`` of) the validation users
-    whose mean steps stay within ``max_mean_steps`` (:func:`state_change_rule` on their :func:`depth_traces`)."""
+    """:func:`state_change_rule` on the :func:`depth_traces` of (at most ``max_users`` of) the validation users."""
     _check_budget(max_mean_steps)
     return state_change_rule(depth_traces(config, max_users, seed, batch), max_mean_steps)
 
 
 def state_change_rule(traces: DepthTraces, max_mean_steps: float = 2.8) -> StateChangeRule:
-    """The state-change rule with the best mean NDCG@10 on the traces' users within ``max_mean_steps``;
-    every (threshold, min_depth) pair is scored offline."""
+    """The state-change rule with the best mean NDCG@10 on the traces' users whose mean steps' upper
+    confidence bound (:meth:`DepthTraces.score`) is within ``max_mean_steps``; every (threshold, min_depth)
+    pair is scored offline."""
     _check_budget(max_mean_steps)
     change = traces.state_change
     depths = np.arange(1, change.shape[1] + 1)
@@ -210,7 +210,8 @@ class StopThreshold:
 
 def calibrate_stop_threshold(traces: DepthTraces, p_stop: np.ndarray, max_mean_steps: float = 2.8) -> StopThreshold:
     """The threshold on a halting policy's P(STOP) (``p_stop``: (U, D), at each of ``traces``' depths) with the
-    best mean NDCG@10 on the traces' users whose mean steps stay within ``max_mean_steps``.
+    best mean NDCG@10 on the traces' users whose mean steps' upper confidence bound
+    (:meth:`DepthTraces.score`) is within ``max_mean_steps``.
 
     This sets a trained policy's operating point for a compute budget without retraining it: a policy
     acting greedily stops at P(STOP) >= 1/2, and its mean steps vary from one training run to the next.
