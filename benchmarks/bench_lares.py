@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from agents.baselines.latent_reasoning import (DepthTraces, StopThreshold, calibrate_stop_threshold, depth_traces,
-                                               state_change_rule)
+                                               draw_seeds, state_change_rule)
 from agents.lares_post_training import rpt_kept_spt
 from agents.train_rllib import load_rllib_policy, train_rllib
 from agents.train_sb3 import load_sb3_policy, train_sb3
@@ -150,11 +150,6 @@ def halting_draws(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, 
     """:func:`halting_episodes` once per seed (a noise draw per user each): ranks and steps, (draws, users)."""
     runs = [halting_episodes(env, users, act, s) for s in seeds]
     return np.stack([r for r, _ in runs]), np.stack([k for _, k in runs])
-
-
-def draw_seeds(seed: int, draws: int) -> list[int]:
-    """The test episodes' seeds: draw r uses seed + 100,000 r (one draw: ``seed``, as before draws existed)."""
-    return [seed + 100_000 * r for r in range(draws)]
 
 
 def fixed_depth(k: int) -> ActFn:

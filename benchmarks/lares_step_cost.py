@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.baselines.latent_reasoning import draw_seeds
 from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, greedy, halting_draws, ppo_sb3
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
@@ -57,7 +58,8 @@ def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
 def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-user mean NDCG@10 and mean steps over ``draws`` validation episodes (noise seeds shared by policies)."""
     env = LatentReasoningVectorEnv(min(512, len(users)), dict(config, split="valid"))
-    ranks, steps = halting_draws(env, users, act, [seed + 100_000 * (r + 1) for r in range(draws)])
+    # draws 1..draws of the convention: the seeds the recorded selection ran with
+    ranks, steps = halting_draws(env, users, act, draw_seeds(seed, draws + 1)[1:])
     return ndcg_at_k(torch.as_tensor(ranks), 10).mean(0).numpy(), steps.mean(0)
 
 

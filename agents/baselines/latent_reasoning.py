@@ -127,11 +127,16 @@ class DepthTraces:
         return np.unique(self.users, return_inverse=True)[1]
 
 
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """The episode seeds of ``draws`` noise draws: draw r uses seed + 100,000 r (one draw: ``seed``)."""
+    return [seed + 100_000 * r for r in range(draws)]
+
+
 def depth_traces(config: LatentReasoningConfig, max_users: int = 3000, seed: int = 0, batch: int = 512,
                  draws: int = 1) -> DepthTraces:
     """:class:`DepthTraces` of (at most ``max_users`` of) the validation users, ``draws`` noise draws each
-    (one row per user and draw; draw r's batch at offset i is seeded ``seed + 100,000 r + i``, as the
-    bench seeds its test draws).
+    (one row per user and draw; draw r's batch at offset i is seeded ``draw_seeds(seed, draws)[r] + i``, as
+    the bench seeds its test draws).
     """
     if draws < 1:
         raise ValueError(f"draws = {draws!r} is invalid; allowed: an integer >= 1")
@@ -141,7 +146,7 @@ def depth_traces(config: LatentReasoningConfig, max_users: int = 3000, seed: int
     users = env.batch.eligible_users("valid")
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    runs = [_trace_draw(env, users, seed + 100_000 * r) for r in range(draws)]
+    runs = [_trace_draw(env, users, s) for s in draw_seeds(seed, draws)]
     return DepthTraces(np.tile(users, draws), *(np.concatenate(parts) for parts in zip(*runs)))
 
 
