@@ -12,7 +12,8 @@ target item (its TLA positive); loss = CE + alpha TLA + gamma SLA
 authors' recipe (all default off): ``init_from`` warm-starts from a trained SASRec checkpoint
 (:func:`init_from_sasrec`), ``windows="last"`` trains on each user's most recent window only, and
 ``--alpha-tla 0`` (``LARESConfig.alpha_tla``) drops the TLA term (on Beauty, validation NDCG@10 0.0580
-with it, 0.0630 without; README).
+with it, 0.0630 without; README). ``resume_from`` (``--resume``) continues SPT from a saved SPT model
+for more epochs, e.g. to compare with a baseline at the same number of passes over the data.
 
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
 RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances``, subsampled to
@@ -91,6 +92,9 @@ class SPTConfig:
     # "all" training windows, "last": each user's most recent one (as SASRec), or "prefix": one instance
     # per (prefix, next item) pair with CE at its last position only (the authors' instances)
     windows: str = "all"
+    # a LARES SPT checkpoint to continue: its weights are the first candidate for the best model, its
+    # history is kept and epochs are numbered after its last (Adam's moments are not saved: they restart)
+    resume_from: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -101,6 +105,9 @@ class SPTConfig:
         if self.windows not in ("all", "last", "prefix"):
             raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all', 'last' or 'prefix'")
         _check_eval_users("SPTConfig", self.eval_users)
+        if self.init_from is not None and self.resume_from is not None:
+            raise ValueError(f"SPTConfig.init_from = {str(self.init_from)!r} and resume_from = "
+                             f"{str(self.resume_from)!r}; allowed: at most one of them")
 
 
 @dataclass(frozen=True)
@@ -255,18 +262,29 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = LARES(model_config)
+    history: list[dict[str, float]] = []
     if config.init_from is not None:
         from simulators.recsys.sasrec import load_checkpoint
 
         init_from_sasrec(model, load_checkpoint(config.init_from), config.init_layers)
+    if config.resume_from is not None:
+        history = _resumed(model, config.resume_from)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     inputs, targets = spt_instances(split, model_config.max_len, config.windows)
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
-    best, best_state, bad, history, start = -1.0, None, 0, [], time.time()
+    best, best_state, bad, start = -1.0, None, 0, time.time()
+    first_epoch = 1 + max((int(h["epoch"]) for h in history), default=-1)
+    elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     if config.init_from is not None:  # the warm start's own quality, for the log only
         history.append({"epoch": -1, **_valid_metric(model, split, val_users, config.seed), "elapsed_s": 0.0})
-    for epoch in range(config.epochs):
+    if config.resume_from is not None:  # the resumed model competes; fresh draws, not a replay of epoch 0's
+        best, best_state = _valid_metric(model, split, val_users, config.seed)["NDCG@10"], copy.deepcopy(
+            model.state_dict())
+        rng = np.random.default_rng([config.seed, first_epoch])
+        torch.manual_seed(int(rng.integers(2**62)))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    for epoch in range(first_epoch, first_epoch + config.epochs):
         model.train()
         partners = same_target_partners(targets[:, -1], rng)
         batches = length_bucketed_batches(lengths, config.batch_size, rng)
@@ -284,7 +302,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
                 sums[key] += parts[key] * len(idx)
             bar.set_postfix(loss=f"{parts['loss']:.3f}", steps=steps)
         log = {"epoch": epoch, **{k: v / len(targets) for k, v in sums.items()},
-               **_valid_metric(model, split, val_users, config.seed), "elapsed_s": time.time() - start}
+               **_valid_metric(model, split, val_users, config.seed), "elapsed_s": elapsed_before + time.time() - start}
         history.append(log)
         if config.progress:
             tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
@@ -298,6 +316,22 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
             break
     model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def _resumed(model: LARES, path: Path) -> list[dict[str, float]]:
+    """Load the SPT checkpoint ``path`` into ``model`` (same config required); returns its epoch history."""
+    prior = load_lares(path)
+    if prior.config != model.config:
+        diff = {k: (getattr(prior.config, k), getattr(model.config, k)) for k in vars(model.config)
+                if getattr(prior.config, k) != getattr(model.config, k)}
+        raise ValueError(f"SPTConfig.resume_from = {str(path)!r} was trained with another LARESConfig: "
+                         f"(checkpoint, requested) {diff}; allowed: the checkpoint's own config")
+    if prior.meta.get("phase") != "spt" or "history" not in prior.meta:
+        raise ValueError(f"SPTConfig.resume_from = {str(path)!r} is not a finished SPT checkpoint (meta phase "
+                         f"{prior.meta.get('phase')!r}, history {'present' if 'history' in prior.meta else 'absent'}); "
+                         "allowed: a file train_spt's caller saved with meta phase 'spt' and its history")
+    model.load_state_dict(prior.state_dict())
+    return list(prior.meta["history"])
 
 
 @torch.no_grad()
@@ -473,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gamma-sla", type=float, default=LARESConfig.gamma_sla, help="SLA weight in the SPT loss")
     p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
     p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
+    p.add_argument("--resume", type=Path, help="SPT checkpoint to continue SPT from (--epochs more; fresh Adam)")
     p.add_argument("--rpt-lr", type=float, default=RPTConfig.lr)
     p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
     p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")
@@ -484,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users or None,
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
-                            windows=args.windows)  # the best epoch is saved as it goes
+                            windows=args.windows, resume_from=args.resume)  # the best epoch is saved as it goes
         model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
                                                    dropout=args.dropout, alpha_tla=args.alpha_tla,
                                                    gamma_sla=args.gamma_sla), spt_cfg)

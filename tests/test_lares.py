@@ -275,3 +275,34 @@ def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
     users = tiny_split.users("valid")
     assert _valid_metric(rpt, tiny_split, users, config.seed)["NDCG@10"] == pytest.approx(best["NDCG@10"])
     assert same == (lr < 1e-3)  # each case takes the branch it is for (else it tests nothing)
+
+
+@pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
+def test_train_spt_resumes_a_checkpoint(tiny_split, tmp_path, lr):
+    """Resumed SPT numbers epochs after the checkpoint's, keeps its history and returns the best model, the
+    resumed weights included (validation on the same users, so the history's best entry is the returned model)."""
+    from agents.lares_post_training import _valid_metric, train_spt
+
+    config = LARESConfig(**TINY)
+    first, history = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=1e-2, batch_size=16, eval_users=None,
+                                                             progress=False))
+    path = tmp_path / "spt.pt"
+    save_lares(first, path, meta={"phase": "spt", "history": history})
+    resumed, more = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=lr, batch_size=16, eval_users=None,
+                                                            progress=False, resume_from=path))
+    assert [h["epoch"] for h in more] == [0, 1, 2, 3] and more[:2] == history
+    assert more[2]["elapsed_s"] >= history[-1]["elapsed_s"]
+    users = tiny_split.users("valid")
+    got = _valid_metric(resumed, tiny_split, users, 0)["NDCG@10"]
+    assert got == pytest.approx(max(h["NDCG@10"] for h in more))
+    kept = all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), resumed.state_dict().values()))
+    assert kept == (max(h["NDCG@10"] for h in more[2:]) <= max(h["NDCG@10"] for h in history))
+    assert kept == (lr < 1e-3)  # each case takes the branch it is for
+
+    with pytest.raises(ValueError, match="dropout"):
+        train_spt(tiny_split, LARESConfig(**dict(TINY, dropout=0.1)), SPTConfig(resume_from=path, progress=False))
+    save_lares(first, path, meta={"phase": "spt", "epoch": 1})  # an in-progress file: no history
+    with pytest.raises(ValueError, match="history absent"):
+        train_spt(tiny_split, config, SPTConfig(resume_from=path, progress=False))
+    with pytest.raises(ValueError, match="at most one"):
+        SPTConfig(resume_from=path, init_from=path)
