@@ -192,7 +192,7 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> An
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
                 max_env_users: int | None = None, step_cost: float | None = None,
                 shaping: str = "potential", seed: int = 0, models_only: bool = False, draws: int = 8,
-                reuse_agents: bool = False) -> dict:
+                reuse_agents: bool = False, observe_state_change: bool = False) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
@@ -210,9 +210,10 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
         rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
     if models_only:
-        return _finish(key, split, histories, rows, timings, None, shaping, seed, draws)
+        return _finish(key, split, histories, rows, timings, None, shaping, seed, draws, observe_state_change)
     step_cost = STEP_COST[key] if step_cost is None else step_cost
-    base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12}
+    base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
+            "observe_state_change": observe_state_change}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
@@ -258,11 +259,11 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks, steps = halting_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
-    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed, draws)
+    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed, draws, observe_state_change)
 
 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
-            step_cost: float | None, shaping: str, seed: int, draws: int) -> dict:
+            step_cost: float | None, shaping: str, seed: int, draws: int, observe_state_change: bool) -> dict:
     """The dataset's result record: rows without their per-user NDCG, plus the paired differences."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
@@ -276,7 +277,8 @@ def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows:
         del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
             "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
-            "step_cost": step_cost, "shaping": shaping, "seed": seed, "draws": draws}
+            "step_cost": step_cost, "shaping": shaping, "seed": seed, "draws": draws,
+            "observe_state_change": observe_state_change}
 
 
 def markdown(results: list[dict]) -> str:
@@ -298,8 +300,9 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {p['a']} - {p['b']} | {p['users']} | {p['NDCG@10_diff']:+.4f} "
                              f"[{p['lo']:+.4f}, {p['hi']:+.4f}] | {ratio} |")
         if res.get("step_cost") is not None:
+            extra = "; PPO observation + log(1 + state change)" if res.get("observe_state_change") else ""
             lines += ["", f"env step cost: {res['step_cost']}; PPO training reward shaping: {res['shaping']}; "
-                          f"seed: {res.get('seed', 0)}"]
+                          f"seed: {res.get('seed', 0)}{extra}"]
         if res["timings"]:
             lines += ["", f"timings: {json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in res['timings'].items()})}"]
         lines.append("")
@@ -309,7 +312,7 @@ def markdown(results: list[dict]) -> str:
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, max_env_users: int | None = None,
          step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False,
-         draws: int = 8, reuse_agents: bool = False) -> None:
+         draws: int = 8, reuse_agents: bool = False, observe_state_change: bool = False) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
     name = "lares_models" if models_only else "lares"
@@ -323,7 +326,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             continue
         t0 = time.perf_counter()
         res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, max_env_users,
-                          step_cost, shaping, seed, models_only, draws, reuse_agents)
+                          step_cost, shaping, seed, models_only, draws, reuse_agents, observe_state_change)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -357,10 +360,12 @@ if __name__ == "__main__":
     parser.add_argument("--reuse-agents", action="store_true",
                         help="load the PPO agents a previous run saved under --out (same seed and settings) "
                              "instead of training them: re-evaluation under a changed protocol")
+    parser.add_argument("--observe-state-change", action="store_true",
+                        help="the env observation also carries log(1 + state change) (LatentReasoningConfig)")
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
     a = parser.parse_args()
     if a.draws < 1:
         parser.error(f"--draws = {a.draws} is invalid; allowed: an integer >= 1")
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.max_env_users, a.step_cost,
-         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents)
+         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents, a.observe_state_change)

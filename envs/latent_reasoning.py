@@ -30,7 +30,10 @@ depth (the number of reasoning steps applied so far, 1..horizon; horizon = max_d
 top score (the best non-history item's dot-product score),
 margin (top-1 minus top-2 score, >= 0),
 entropy deficit (log(n_items) minus the softmax entropy over non-history items, in nats, in
-[0, log(n_items)]: 0 = uniform, larger = more peaked)]``.
+[0, log(n_items)]: 0 = uniform, larger = more peaked)]``, and with ``observe_state_change=True`` a
+fifth statistic, ``log(1 + state change)`` (``info["state_change"]`` below; logarithmic because the first
+step, from the initial noise, moves the state about five times as far as the later ones), so
+``Box(float32, (hidden + 5,))``.
 The depth and the entropy deficit are on the scale of the other features (on Beauty's SPT model the
 deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) varied by only 0.025
 (std), too little for an unnormalized MLP policy to use. Agents should still normalize observations
@@ -55,8 +58,9 @@ the last position's state: from ``T_0``, plus the refinement in residual mode, t
 whether reasoning has settled, which the observation does not: on Beauty's window-trained SPT model
 (3,000 validation users) stopping once it falls below a threshold comes within 0.0009 NDCG@10 of fixed
 depth 4 at 2.8 mean steps, where the best threshold on the margin, top score or entropy deficit is 0.0030 or more
-below (the ``state_change_halting`` baseline). It is not in the observation: there it made SB3's PPO
-halting worse on Beauty's test users in 3 of 3 seeds (by 0.0009 to 0.0015 NDCG@10 against fixed depth 4).
+below (the ``state_change_halting`` baseline). It is in the observation only with
+``observe_state_change=True``: on Beauty's window-trained model the raw value there made SB3's PPO halting
+worse in 3 of 3 seeds (by 0.0009 to 0.0015 NDCG@10 against fixed depth 4; README).
 On the final step ``info["kpis"]`` =
 ``{"NDCG@10", "Recall@10", "MRR", "rank", "steps"}`` (``rank`` is 0-based, ``steps`` = depth used).
 
@@ -125,6 +129,8 @@ class LatentReasoningConfig:
     data_path: str | None = None
     data_format: str = "auto"
     checkpoint: str | None = None
+    # append log(1 + info["state_change"]) to the observation (off: the four ranking statistics only)
+    observe_state_change: bool = False
     # torch intra-op threads set when the env is built (None: leave torch's setting). One user per
     # call is far faster single-threaded: measured 41 ms vs 947 ms per step on the busy 2-core box.
     torch_threads: int | None = 1
@@ -227,7 +233,7 @@ class ReasoningBatch:
         self.rank = np.zeros(n, dtype=np.int64)
         self.logp = np.zeros(n, dtype=np.float64)
         self.phi = np.zeros(n, dtype=np.float64)  # metric of the current ranking (potential_shaping only)
-        self.obs = np.zeros((n, self.d + 4), dtype=np.float32)
+        self.obs = np.zeros((n, self.d + 4 + config.observe_state_change), dtype=np.float32)
         self.change = np.zeros(n, dtype=np.float64)  # info["state_change"]
 
     @torch.no_grad()
@@ -269,6 +275,8 @@ class ReasoningBatch:
         obs[:, self.d + 1] = top1.numpy()
         obs[:, self.d + 2] = margin.numpy()
         obs[:, self.d + 3] = np.clip(self.max_entropy - entropy.numpy(), 0.0, self.max_entropy)  # round-off
+        if self.config.observe_state_change:
+            obs[:, self.d + 4] = np.log1p(change.numpy())
         self.obs[slots] = obs
         self.change[slots] = change.numpy()
         cfg = self.config
@@ -339,13 +347,23 @@ class ReasoningBatch:
 
         Bounds follow from the weights: the state is a LayerNorm output, so ``|h_i| <=
         |gamma_i| sqrt(d - 1) + |beta_i|`` and ``|score| <= ||h|| max_j ||e_j||`` (1% slack for
-        float round-off).
+        float round-off). The state change is at most ``||h||`` plus the norm of the state it left: a
+        LayerNorm output or the initial noise (``|T0_i| <= 3 init_scale``), plus a refinement
+        (``residual_scale sqrt(residual_dim)``, orthonormal projection).
         """
         gamma, beta = self._output_ln()
         h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
         s_max = self.score_bound()
-        low = np.concatenate([-h_max, [0.0, -s_max, 0.0, 0.0]]).astype(np.float32)
-        high = np.concatenate([h_max, [self.horizon, s_max, 2 * s_max, self.max_entropy]]).astype(np.float32)
+        low = [-h_max, [0.0, -s_max, 0.0, 0.0]]
+        high = [h_max, [self.horizon, s_max, 2 * s_max, self.max_entropy]]
+        if self.config.observe_state_change:
+            h_norm = float(np.linalg.norm(h_max))
+            left = max(h_norm, 3.0 * self.model.config.init_scale * np.sqrt(self.d))
+            if self.config.action_mode == "residual":
+                left += self.config.residual_scale * np.sqrt(self.config.residual_dim)
+            low.append([0.0])
+            high.append([np.log1p(1.01 * (h_norm + left))])
+        low, high = np.concatenate(low).astype(np.float32), np.concatenate(high).astype(np.float32)
         obs_space = spaces.Box(low, high, dtype=np.float32)
         if self.config.action_mode == "halt":
             return obs_space, spaces.Discrete(2)

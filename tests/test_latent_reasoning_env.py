@@ -55,7 +55,7 @@ def _rollout(env: gym.Env, seed: int, actions: list) -> list:
 
 @pytest.mark.parametrize("mode", ["halt", "residual"])
 def test_check_env_clean(tiny, mode):
-    env = LatentReasoningEnv(dict(tiny, action_mode=mode, shaping=True))
+    env = LatentReasoningEnv(dict(tiny, action_mode=mode, shaping=True, observe_state_change=True))
     check_env(env, skip_render_check=True)
     check_env(gym.make(ENV_ID, config=dict(tiny, action_mode=mode)).unwrapped, skip_render_check=True)
 
@@ -153,7 +153,7 @@ def test_potential_shaping_pays_the_unshaped_return_less_the_first_metric(tiny, 
     assert checked  # the subtracted first-step metric was not always 0
 
 
-@pytest.mark.parametrize("extra", [{}, {"potential_shaping": True, "step_cost": 0.01}])
+@pytest.mark.parametrize("extra", [{}, {"potential_shaping": True, "step_cost": 0.01}, {"observe_state_change": True}])
 def test_vector_env_equals_scalar_env(tiny, extra):
     n, seed = 3, 20
     cfg = dict(tiny, **extra)
@@ -406,6 +406,29 @@ def test_state_change_is_the_distance_the_last_step_moved(tiny):
     _, sinfo = scalar.reset(seed=3)
     _, *_, sinfo = scalar.step(CONTINUE)
     assert sinfo["state_change"] == scalar.state_change == pytest.approx(info1["state_change"][0], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["halt", "residual"])
+def test_observed_state_change_is_log1p_of_the_info_and_within_its_bound(tiny, mode):
+    """observe_state_change appends log(1 + info["state_change"]); the rest of the observation is unchanged.
+    Residual mode pushes with the largest refinements, the case the bound adds for."""
+    env = LatentReasoningVectorEnv(8, dict(tiny, action_mode=mode, observe_state_change=True))
+    plain = LatentReasoningVectorEnv(8, dict(tiny, action_mode=mode))
+    assert env.single_observation_space.shape[0] == plain.single_observation_space.shape[0] + 1
+    rng = np.random.default_rng(1)
+    obs, info = env.reset(seed=4)
+    base, _ = plain.reset(seed=4)
+    for _ in range(10):
+        np.testing.assert_allclose(obs[:, -1], np.log1p(info["state_change"]), rtol=1e-6)
+        np.testing.assert_array_equal(obs[:, :-1], base)
+        assert env.single_observation_space.contains(obs[0]) and (obs[:, -1] > 0).all()
+        if mode == "halt":
+            action = rng.integers(0, 2, 8)
+        else:
+            action = rng.choice([-1.0, 1.0], (8, env.config.residual_dim)).astype(np.float32)
+        obs, _, _, _, info = env.step(action)
+        base, *_ = plain.step(action)
+    assert all(env.single_observation_space.contains(o) for o in obs)
 
 
 def test_rllib_env_runner_steps_the_native_vector_env(tiny):
