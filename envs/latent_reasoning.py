@@ -31,8 +31,8 @@ top score (the best non-history item's dot-product score),
 margin (top-1 minus top-2 score, >= 0),
 entropy deficit (log(n_items) minus the softmax entropy over non-history items, in nats, in
 [0, log(n_items)]: 0 = uniform, larger = more peaked)]``, and with ``observe_state_change=True`` a
-fifth statistic, ``log(1 + state change)`` (``info["state_change"]`` below; logarithmic because the first
-step, from the initial noise, moves the state about five times as far as the later ones), so
+fifth statistic, ``log(1 + state change)`` (``info["state_change"]`` below; logarithmic because the change shrinks
+geometrically with depth: medians 17.0, 4.9, 2.2, 1.0 for steps 1-4 on ML-100K's validation users), so
 ``Box(float32, (hidden + 5,))``.
 The depth and the entropy deficit are on the scale of the other features (on Beauty's SPT model the
 deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) varied by only 0.025
