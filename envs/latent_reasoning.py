@@ -55,7 +55,7 @@ instead of by a 0-or-1 outcome shared by all steps.
 
 ``info``: ``depth``, ``user`` and ``state_change`` every step (the L2 distance the last reasoning step moved
 the last position's state: from ``T_0``, plus the refinement in residual mode, to ``h``). It shows
-whether reasoning has settled, which the observation does not: on Beauty's window-trained SPT model
+whether reasoning has settled, which the default observation does not: on Beauty's window-trained SPT model
 (3,000 validation users) stopping once it falls below a threshold comes within 0.0009 NDCG@10 of fixed
 depth 4 at 2.8 mean steps, where the best threshold on the margin, top score or entropy deficit is 0.0030 or more
 below (the ``state_change_halting`` baseline). It is in the observation only with
@@ -261,7 +261,7 @@ class ReasoningBatch:
             refine[cont] = torch.from_numpy(residual).float()
             T[:, -1] += self.config.residual_scale * refine[sel] @ self.projection
         T_next = self.model.step(T, self.H[sel], self.mask[sel])
-        change = torch.linalg.vector_norm(T_next[:, -1] - T[:, -1], dim=1)
+        change = torch.linalg.vector_norm(T_next[:, -1] - T[:, -1], dim=1).numpy()
         self.T[sel] = T = T_next
         h = T[:, -1]
         top1, margin, entropy, logp, rank = self.ranking_stats(h, sel)
@@ -276,9 +276,9 @@ class ReasoningBatch:
         obs[:, self.d + 2] = margin.numpy()
         obs[:, self.d + 3] = np.clip(self.max_entropy - entropy.numpy(), 0.0, self.max_entropy)  # round-off
         if self.config.observe_state_change:
-            obs[:, self.d + 4] = np.log1p(change.numpy())
+            obs[:, self.d + 4] = np.log1p(change)
         self.obs[slots] = obs
-        self.change[slots] = change.numpy()
+        self.change[slots] = change
         cfg = self.config
         shaping = cfg.shaping_coef * (self.logp[cont] - old) if cfg.shaping else np.zeros(len(cont))
         if cfg.potential_shaping:
