@@ -198,6 +198,9 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     users = split.users("test")
     ckpt = build_checkpoints(key, split, ckpt_dir)
     rows, timings, seeds = [], {}, draw_seeds(seed, draws)
+    # the run's settings, recorded with its results
+    settings = {"step_cost": None, "shaping": shaping, "seed": seed, "draws": draws,
+                "observe_state_change": observe_state_change}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
@@ -210,8 +213,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
         rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
     if models_only:
-        return _finish(key, split, histories, rows, timings, None, shaping, seed, draws, observe_state_change)
-    step_cost = STEP_COST[key] if step_cost is None else step_cost
+        return _finish(key, split, histories, rows, timings, settings)
+    step_cost = settings["step_cost"] = STEP_COST[key] if step_cost is None else step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
             "observe_state_change": observe_state_change}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
@@ -259,12 +262,13 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         ranks, steps = halting_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
-    return _finish(key, split, histories, rows, timings, step_cost, shaping, seed, draws, observe_state_change)
+    return _finish(key, split, histories, rows, timings, settings)
 
 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
-            step_cost: float | None, shaping: str, seed: int, draws: int, observe_state_change: bool) -> dict:
-    """The dataset's result record: rows without their per-user NDCG, plus the paired differences."""
+            settings: dict) -> dict:
+    """The dataset's result record: rows without their per-user NDCG, the paired differences and ``settings``
+    (step cost (None without env rows), shaping, seed, draws, observe_state_change)."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
     for a, b in PAIRS:
@@ -277,8 +281,7 @@ def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows:
         del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
             "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
-            "step_cost": step_cost, "shaping": shaping, "seed": seed, "draws": draws,
-            "observe_state_change": observe_state_change}
+            **settings}
 
 
 def markdown(results: list[dict]) -> str:
