@@ -41,7 +41,9 @@ models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes and thei
 ``--reuse-agents`` loads the agents a previous run saved under ``--out`` instead of training them, to
 re-evaluate them under a changed protocol. ``--models-only`` evaluates just the SASRec / SPT / RPT rows
 and their paired differences (into ``lares_models.md``), for comparing checkpoints without training the
-halting agents.
+halting agents. ``--calibration-fold F`` trains the agents without the validation users ``u % 5 == F``
+and calibrates their budget thresholds on those users only: the default calibration reads P(STOP) on
+users whose targets the agents trained on, which overstates their validation NDCG@10.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ from agents.train_sb3 import load_sb3_policy, train_sb3
 from benchmarks.experiment import load_experiment
 from benchmarks.lares_checkpoints import build_checkpoints
 from benchmarks.stats import mean_ci, paired_difference
-from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningVectorEnv
+from envs.config import make_config
+from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningConfig, LatentReasoningVectorEnv
 from simulators.recsys.lares import evaluate_ranks, load_lares
 from simulators.recsys.loaders import load_dataset
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
@@ -94,6 +97,7 @@ PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("L
          ("PPO halting (RLlib)", "fixed_depth_4"), ("PPO halting (SB3), budget", "fixed_depth_4"),
          ("PPO halting (RLlib), budget", "fixed_depth_4"))
 BUDGET_STEPS = 0.7 * 4  # the issue's compute budget: 70% of fixed depth 4's steps
+N_FOLDS = 5  # validation folds for --calibration-fold (the env's n_folds)
 ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
 
 
@@ -192,7 +196,8 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> An
 def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
                 max_env_users: int | None = None, step_cost: float | None = None,
                 shaping: str = "potential", seed: int = 0, models_only: bool = False, draws: int = 8,
-                reuse_agents: bool = False, observe_state_change: bool = False) -> dict:
+                reuse_agents: bool = False, observe_state_change: bool = False,
+                calibration_fold: int | None = None) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
@@ -200,7 +205,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     rows, timings, seeds = [], {}, draw_seeds(seed, draws)
     # the run's settings, recorded with its results
     settings = {"step_cost": None, "shaping": shaping, "seed": seed, "draws": draws,
-                "observe_state_change": observe_state_change}
+                "observe_state_change": observe_state_change, "calibration_fold": calibration_fold}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
@@ -228,8 +233,12 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
                                          f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
-    train_kwargs = {"config": dict(base, split="valid", shaping=shaping == "logp",
-                                   potential_shaping=shaping == "potential")}
+    train_config = dict(base, split="valid", shaping=shaping == "logp", potential_shaping=shaping == "potential")
+    calibration = traces  # the agents' budget thresholds: on the validation users, or the fold they never draw
+    if calibration_fold is not None:
+        train_config.update(holdout_fold=calibration_fold, n_folds=N_FOLDS)
+        calibration = traces.held_out(make_config(LatentReasoningConfig, train_config))
+    train_kwargs = {"config": train_config}
     sb3_dir, rllib_dir = out_dir / key / "sb3", out_dir / key / "rllib"
     # per library: how to train the agent, and how to load the one a previous run saved
     trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, ppo_timesteps, seed, sb3_dir),
@@ -249,9 +258,10 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
         finally:
             timings[f"{lib.lower()}_{'load' if reuse_agents else 'train'}_s"] = time.perf_counter() - t0
         policies[f"PPO halting ({lib})"] = greedy(policy)
-        budget, stop = budget_halting(policy, traces, BUDGET_STEPS)
+        budget, stop = budget_halting(policy, calibration, BUDGET_STEPS)
         policies[f"PPO halting ({lib}), budget"] = budget
-        rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} (validation: "
+        on = "validation" if calibration_fold is None else f"held-out validation fold {calibration_fold}"
+        rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} ({on}: "
                                                      f"NDCG@10 {stop.ndcg:.4f} at {stop.steps:.2f} steps)")
     env_users, note = users, "frozen SPT, env"
     if max_env_users is not None and len(users) > max_env_users:  # a fixed random subset of the test users
@@ -268,7 +278,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
             settings: dict) -> dict:
     """The dataset's result record: rows without their per-user NDCG, the paired differences and ``settings``
-    (step cost (None without env rows), shaping, seed, draws, observe_state_change)."""
+    (step cost (None without env rows), shaping, seed, draws, observe_state_change, calibration_fold)."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
     for a, b in PAIRS:
@@ -304,6 +314,9 @@ def markdown(results: list[dict]) -> str:
                              f"[{p['lo']:+.4f}, {p['hi']:+.4f}] | {ratio} |")
         if res.get("step_cost") is not None:
             extra = "; PPO observation + log(1 + state change)" if res.get("observe_state_change") else ""
+            if res.get("calibration_fold") is not None:
+                extra += (f"; PPO trained without validation fold {res['calibration_fold']} of {N_FOLDS}, "
+                          "its budget threshold calibrated on that fold")
             lines += ["", f"env step cost: {res['step_cost']}; PPO training reward shaping: {res['shaping']}; "
                           f"seed: {res.get('seed', 0)}{extra}"]
         if res["timings"]:
@@ -315,7 +328,8 @@ def markdown(results: list[dict]) -> str:
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
          rllib_iterations: int = 2, max_env_users: int | None = None,
          step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False,
-         draws: int = 8, reuse_agents: bool = False, observe_state_change: bool = False) -> None:
+         draws: int = 8, reuse_agents: bool = False, observe_state_change: bool = False,
+         calibration_fold: int | None = None) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
     name = "lares_models" if models_only else "lares"
@@ -329,7 +343,8 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             continue
         t0 = time.perf_counter()
         res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, max_env_users,
-                          step_cost, shaping, seed, models_only, draws, reuse_agents, observe_state_change)
+                          step_cost, shaping, seed, models_only, draws, reuse_agents, observe_state_change,
+                          calibration_fold)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -365,10 +380,13 @@ if __name__ == "__main__":
                              "instead of training them: re-evaluation under a changed protocol")
     parser.add_argument("--observe-state-change", action="store_true",
                         help="the env observation also carries log(1 + state change) (LatentReasoningConfig)")
+    parser.add_argument("--calibration-fold", type=int, choices=range(N_FOLDS), default=None,
+                        help=f"train the PPO agents without the validation users u %% {N_FOLDS} == this fold and "
+                             "calibrate their budget thresholds on that fold (default: all validation users)")
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
     a = parser.parse_args()
     if a.draws < 1:
         parser.error(f"--draws = {a.draws} is invalid; allowed: an integer >= 1")
     main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.max_env_users, a.step_cost,
-         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents, a.observe_state_change)
+         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents, a.observe_state_change, a.calibration_fold)

@@ -5,6 +5,7 @@ import pytest
 
 from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
 from benchmarks.bench_lares import draw_seeds, row
+from envs.latent_reasoning import LatentReasoningConfig
 
 
 def _traces(ndcg: list[list[float]], users: list[int] | None = None) -> DepthTraces:
@@ -65,3 +66,15 @@ def test_stop_threshold_rejects_bad_input():
         calibrate_stop_threshold(traces, np.zeros((1, 2)))
     with pytest.raises(ValueError, match="max_mean_steps = 0.5"):
         calibrate_stop_threshold(traces, np.zeros((1, 3)), 0.5)
+
+
+def test_held_out_traces_keep_the_fold_the_env_never_draws():
+    traces = _traces(np.arange(12.0).reshape(6, 2), users=[0, 1, 2, 3, 4, 5])
+    held = traces.held_out(LatentReasoningConfig(holdout_fold=1, n_folds=3))
+    np.testing.assert_array_equal(held.users, [1, 4])
+    np.testing.assert_array_equal(held.ndcg, [[2.0, 3.0], [8.0, 9.0]])
+    assert held.obs.shape == (2, 2, 1) and held.state_change.shape == (2, 2)
+    with pytest.raises(ValueError, match="holdout_fold = None"):
+        traces.held_out(LatentReasoningConfig())
+    with pytest.raises(ValueError, match="holdout_fold 6 of n_folds 7 holds out none"):
+        traces.held_out(LatentReasoningConfig(holdout_fold=6, n_folds=7))

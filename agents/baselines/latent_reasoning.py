@@ -122,6 +122,17 @@ class DepthTraces:
         se = per_user.std(ddof=1) / np.sqrt(len(per_user)) if len(per_user) > 1 else 0.0
         return float(self.ndcg[np.arange(len(t)), t].mean()), float(t.mean() + 1), float(per_user.mean() + Z_95 * se)
 
+    def held_out(self, config: LatentReasoningConfig) -> DepthTraces:
+        """The rows of the users an env with ``config`` never draws at reset (``u % n_folds == holdout_fold``),
+        to calibrate an agent trained with that config on users it did not train on."""
+        if config.holdout_fold is None:
+            raise ValueError("config.holdout_fold = None holds no users out; allowed: an int in 0..n_folds - 1")
+        keep = self.users % config.n_folds == config.holdout_fold
+        if not keep.any():
+            raise ValueError(f"holdout_fold {config.holdout_fold} of n_folds {config.n_folds} holds out none of "
+                             f"the traces' {len(np.unique(self.users))} users")
+        return DepthTraces(self.users[keep], self.obs[keep], self.state_change[keep], self.ndcg[keep])
+
     @functools.cached_property
     def _user_index(self) -> np.ndarray:
         return np.unique(self.users, return_inverse=True)[1]
