@@ -49,6 +49,7 @@ users whose targets the agents trained on, which overstates their validation NDC
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -99,6 +100,39 @@ PAIRS = (("LARES-SPT", "SASRec"), ("LARES-SPT", "SASRec, prefix instances"), ("L
 BUDGET_STEPS = 0.7 * 4  # the issue's compute budget: 70% of fixed depth 4's steps
 N_FOLDS = 5  # validation folds for --calibration-fold (the env's n_folds)
 ActFn = Callable[[np.ndarray, dict, np.random.Generator], np.ndarray]  # (obs, info, rng) -> actions
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchSettings:
+    """One bench run's settings (the command-line options; ``RECORDED`` ones are saved with the results)."""
+
+    ppo_timesteps: int = 10000  # SB3 PPO training steps per agent
+    rllib_iterations: int = 2  # RLlib PPO iterations; 0 skips RLlib
+    max_env_users: int | None = None  # a fixed random subset of the test users for the env rows (None: all)
+    step_cost: float | None = None  # the env's cost per reasoning step (None: ``STEP_COST`` of the dataset)
+    shaping: str = "potential"  # PPO's training reward shaping, one of ``SHAPING``
+    seed: int = 0  # PPO seeds, the initial noise, the env's test-user subset
+    draws: int = 8  # noise draws of the initial reasoning state per user (LARES and env rows)
+    models_only: bool = False  # only the SASRec / SPT / RPT rows
+    reuse_agents: bool = False  # load the agents a previous run saved under the output folder
+    observe_state_change: bool = False  # the env observation carries log(1 + state change)
+    calibration_fold: int | None = None  # agents train without this validation fold and calibrate on it
+
+    RECORDED = ("shaping", "seed", "draws", "observe_state_change", "calibration_fold")
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}")
+
+        check("ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
+        check("rllib_iterations", self.rllib_iterations >= 0, "an integer >= 0 (0 skips RLlib)")
+        check("max_env_users", self.max_env_users is None or self.max_env_users >= 1, "None or an integer >= 1")
+        check("step_cost", self.step_cost is None or self.step_cost >= 0, "None or a number >= 0")
+        check("shaping", self.shaping in SHAPING, f"one of {SHAPING}")
+        check("draws", self.draws >= 1, "an integer >= 1")
+        check("calibration_fold", self.calibration_fold is None or 0 <= self.calibration_fold < N_FOLDS,
+              f"None or an integer in 0..{N_FOLDS - 1}")
 
 
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
@@ -193,19 +227,14 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> An
     return train_rllib(ENV_ID, cfg)
 
 
-def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rllib_iterations: int,
-                max_env_users: int | None = None, step_cost: float | None = None,
-                shaping: str = "potential", seed: int = 0, models_only: bool = False, draws: int = 8,
-                reuse_agents: bool = False, observe_state_change: bool = False,
-                calibration_fold: int | None = None) -> dict:
+def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, s: BenchSettings) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
     ckpt = build_checkpoints(key, split, ckpt_dir)
-    rows, timings, seeds = [], {}, draw_seeds(seed, draws)
-    # the run's settings, recorded with its results
-    settings = {"step_cost": None, "shaping": shaping, "seed": seed, "draws": draws,
-                "observe_state_change": observe_state_change, "calibration_fold": calibration_fold}
+    rows, timings, seeds = [], {}, draw_seeds(s.seed, s.draws)
+    # the run's settings, recorded with its results (the step cost only with env rows)
+    settings = {"step_cost": None, **{name: getattr(s, name) for name in s.RECORDED}}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
@@ -217,56 +246,56 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, ppo_timesteps: int, rll
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
         rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
-    if models_only:
+    if s.models_only:
         return _finish(key, split, histories, rows, timings, settings)
-    step_cost = settings["step_cost"] = STEP_COST[key] if step_cost is None else step_cost
+    step_cost = settings["step_cost"] = STEP_COST[key] if s.step_cost is None else s.step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
-            "observe_state_change": observe_state_change}
+            "observe_state_change": s.observe_state_change}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
     t0 = time.perf_counter()
     # the validation users with the test rows' number of noise draws, for the budget calibrations
-    traces = depth_traces(env.config, seed=seed, draws=draws)
+    traces = depth_traces(env.config, seed=s.seed, draws=s.draws)
     rule = state_change_rule(traces, BUDGET_STEPS)
     timings["state_change_calibration_s"] = time.perf_counter() - t0
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
                                          f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
-    train_config = dict(base, split="valid", shaping=shaping == "logp", potential_shaping=shaping == "potential")
+    train_config = dict(base, split="valid", shaping=s.shaping == "logp", potential_shaping=s.shaping == "potential")
     calibration = traces  # the agents' budget thresholds: on the validation users, or the fold they never draw
-    if calibration_fold is not None:
-        train_config.update(holdout_fold=calibration_fold, n_folds=N_FOLDS)
+    if s.calibration_fold is not None:
+        train_config.update(holdout_fold=s.calibration_fold, n_folds=N_FOLDS)
         calibration = traces.held_out(make_config(LatentReasoningConfig, train_config))
     train_kwargs = {"config": train_config}
     sb3_dir, rllib_dir = out_dir / key / "sb3", out_dir / key / "rllib"
     # per library: how to train the agent, and how to load the one a previous run saved
-    trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, ppo_timesteps, seed, sb3_dir),
+    trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, s.ppo_timesteps, s.seed, sb3_dir),
                         lambda: load_sb3_policy(sb3_dir / "model.zip"))}
-    if rllib_iterations:
-        trainers["RLlib"] = (lambda: ppo_rllib(train_kwargs, rllib_iterations, seed, rllib_dir),
+    if s.rllib_iterations:
+        trainers["RLlib"] = (lambda: ppo_rllib(train_kwargs, s.rllib_iterations, s.seed, rllib_dir),
                              lambda: load_rllib_policy(rllib_dir))
     for lib, (train, load) in trainers.items():
         t0 = time.perf_counter()
         try:
-            policy = load() if reuse_agents else train()
+            policy = load() if s.reuse_agents else train()
         except Exception as exc:  # report a failed RLlib run, do not lose the other rows
-            if lib == "SB3" or reuse_agents:
+            if lib == "SB3" or s.reuse_agents:
                 raise
             timings["rllib_error"] = repr(exc)[:300]
             continue
         finally:
-            timings[f"{lib.lower()}_{'load' if reuse_agents else 'train'}_s"] = time.perf_counter() - t0
+            timings[f"{lib.lower()}_{'load' if s.reuse_agents else 'train'}_s"] = time.perf_counter() - t0
         policies[f"PPO halting ({lib})"] = greedy(policy)
         budget, stop = budget_halting(policy, calibration, BUDGET_STEPS)
         policies[f"PPO halting ({lib}), budget"] = budget
-        on = "validation" if calibration_fold is None else f"held-out validation fold {calibration_fold}"
+        on = "validation" if s.calibration_fold is None else f"held-out validation fold {s.calibration_fold}"
         rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} ({on}: "
                                                      f"NDCG@10 {stop.ndcg:.4f} at {stop.steps:.2f} steps)")
     env_users, note = users, "frozen SPT, env"
-    if max_env_users is not None and len(users) > max_env_users:  # a fixed random subset of the test users
-        env_users = np.sort(np.random.default_rng(seed).choice(users, max_env_users, replace=False))
-        note += f", {max_env_users} random test users"
+    if s.max_env_users is not None and len(users) > s.max_env_users:  # a fixed random subset of the test users
+        env_users = np.sort(np.random.default_rng(s.seed).choice(users, s.max_env_users, replace=False))
+        note += f", {s.max_env_users} random test users"
     for name, act in policies.items():
         t0 = time.perf_counter()
         ranks, steps = halting_draws(env, env_users, act, seeds)
@@ -325,14 +354,11 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None, ppo_timesteps: int = 10000,
-         rllib_iterations: int = 2, max_env_users: int | None = None,
-         step_cost: float | None = None, shaping: str = "potential", seed: int = 0, models_only: bool = False,
-         draws: int = 8, reuse_agents: bool = False, observe_state_change: bool = False,
-         calibration_fold: int | None = None) -> None:
+def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None,
+         settings: BenchSettings = BenchSettings()) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
-    name = "lares_models" if models_only else "lares"
+    name = "lares_models" if settings.models_only else "lares"
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
@@ -342,9 +368,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
             print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
             continue
         t0 = time.perf_counter()
-        res = run_dataset(key, out_dir, ckpt_dir, ppo_timesteps, rllib_iterations, max_env_users,
-                          step_cost, shaping, seed, models_only, draws, reuse_agents, observe_state_change,
-                          calibration_fold)
+        res = run_dataset(key, out_dir, ckpt_dir, settings)
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
@@ -385,8 +409,10 @@ if __name__ == "__main__":
                              "calibrate their budget thresholds on that fold (default: all validation users)")
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
-    a = parser.parse_args()
-    if a.draws < 1:
-        parser.error(f"--draws = {a.draws} is invalid; allowed: an integer >= 1")
-    main(a.out, a.ckpt_dir, a.only, a.ppo_timesteps, a.rllib_iterations, a.max_env_users, a.step_cost,
-         a.shaping, a.seed, a.models_only, a.draws, a.reuse_agents, a.observe_state_change, a.calibration_fold)
+    a = vars(parser.parse_args())
+    where = {name: a.pop(name) for name in ("out", "ckpt_dir", "only")}
+    try:
+        settings = BenchSettings(**a)
+    except ValueError as exc:
+        parser.error(str(exc))
+    main(where["out"], where["ckpt_dir"], where["only"], settings)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
-from benchmarks.bench_lares import draw_seeds, row
+from benchmarks.bench_lares import BenchSettings, draw_seeds, row
 from envs.latent_reasoning import LatentReasoningConfig
 
 
@@ -78,3 +78,17 @@ def test_held_out_traces_keep_the_fold_the_env_never_draws():
         traces.held_out(LatentReasoningConfig())
     with pytest.raises(ValueError, match="holdout_fold 6 of n_folds 7 holds out none"):
         traces.held_out(LatentReasoningConfig(holdout_fold=6, n_folds=7))
+
+
+@pytest.mark.parametrize("field, value", [("ppo_timesteps", 0), ("rllib_iterations", -1), ("max_env_users", 0),
+                                          ("step_cost", -0.1), ("shaping", "reward"), ("draws", 0),
+                                          ("calibration_fold", 5)])
+def test_bench_settings_reject_bad_values_by_name(field, value):
+    with pytest.raises(ValueError, match=f"{field} = {value!r} is invalid; allowed"):
+        BenchSettings(**{field: value})
+
+
+def test_bench_settings_record_what_changes_the_results():
+    s = BenchSettings(seed=3, calibration_fold=3, observe_state_change=True)
+    assert {name: getattr(s, name) for name in s.RECORDED} == {
+        "shaping": "potential", "seed": 3, "draws": 8, "observe_state_change": True, "calibration_fold": 3}
