@@ -67,6 +67,11 @@ class RLlibTrainConfig:
     callbacks: type | None = None
     module: str | None = None  # None: the algorithm's default RLModule
     normalize_obs: bool = False  # RLlib's MeanStdFilter on the observations (running mean and std)
+    # how long an iteration waits for the remote env runners' samples. None waits for all of them: a
+    # run is then the same on a loaded machine. RLlib's default (60 s) drops the samples of a runner
+    # that is slower than that, so the iteration trains on less data or on none. This happened on the
+    # shared 2-core box: "No samples returned from remote workers", then a different agent.
+    sample_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ALGORITHMS:
@@ -87,6 +92,9 @@ class RLlibTrainConfig:
         if self.module is not None and self.vectorize == "vector_entry_point":
             raise ValueError(f"vectorize 'vector_entry_point' is not allowed with module {self.module!r}, whose "
                              "env runners wrap masked scalar envs; choose 'sync' or 'async'")
+        if self.sample_timeout_s is not None and not self.sample_timeout_s > 0:
+            raise ValueError(f"sample_timeout_s {self.sample_timeout_s!r} is not allowed; choose None (wait for "
+                             "every env runner) or a number of seconds > 0")
         if self.module is not None and self.normalize_obs:
             raise ValueError(f"normalize_obs is not allowed with module {self.module!r}, whose observations "
                              "carry action masks and layouts; use it with module None")
@@ -214,6 +222,7 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
             num_env_runners=config.num_env_runners,
             num_envs_per_env_runner=config.num_envs_per_env_runner,
             gym_env_vectorize_mode=config.vectorize,
+            sample_timeout_s=config.sample_timeout_s,
         )
         .training(**config.training)
         .rl_module(**module)
@@ -248,12 +257,13 @@ def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
             for _ in range(config.iterations):
                 result = algo.train()
                 runners = result.get("env_runners", {})
-                sampled = runners.get("num_env_steps_sampled_lifetime")
-                if history and sampled is not None and sampled == history[-1]["num_env_steps_sampled_lifetime"]:
-                    # Starved env runners can time out silently; training on no new data is not training.
+                sampled = runners.get("num_env_steps_sampled_lifetime", 0)
+                if sampled == (history[-1]["num_env_steps_sampled_lifetime"] if history else 0):
+                    # Env runners past sample_timeout_s are dropped silently; training on no new data is not training.
                     warnings.warn(
                         f"rllib iteration {len(history) + 1} sampled no new env steps (lifetime {sampled}); "
-                        "the env runners may be starved of CPU or failing",
+                        "the env runners may be starved of CPU (sample_timeout_s "
+                        f"{config.sample_timeout_s}) or failing",
                         RuntimeWarning,
                         stacklevel=2,
                     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -455,6 +457,20 @@ def test_rllib_env_runner_steps_the_native_vector_env(tiny):
         algo.stop()
         if started_ray:
             ray.shutdown()
+
+
+def test_rllib_waits_for_remote_samples_unless_told_and_warns_when_an_iteration_gets_none(tiny):
+    from agents.train_rllib import RLlibTrainConfig, _algorithm_config, train_rllib
+
+    with pytest.raises(ValueError, match="sample_timeout_s 0 is not allowed"):
+        RLlibTrainConfig(sample_timeout_s=0)
+    cfg = RLlibTrainConfig(iterations=1, num_env_runners=1, num_envs_per_env_runner=8, vectorize="vector_entry_point",
+                           env_kwargs={"config": tiny}, progress=False,
+                           training={"train_batch_size_per_learner": 64, "minibatch_size": 32, "num_epochs": 1})
+    assert _algorithm_config(ENV_ID, cfg).sample_timeout_s is None  # RLlib's own default would be 60 s
+    # a remote runner cannot step 64 env steps within a millisecond: the first iteration gets nothing
+    with pytest.warns(RuntimeWarning, match="iteration 1 sampled no new env steps .*sample_timeout_s 0.001"):
+        train_rllib(ENV_ID, dataclasses.replace(cfg, sample_timeout_s=1e-3))
 
 
 def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_path):
