@@ -227,14 +227,14 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> An
     return train_rllib(ENV_ID, cfg)
 
 
-def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, s: BenchSettings) -> dict:
+def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> dict:
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
     ckpt = build_checkpoints(key, split, ckpt_dir)
-    rows, timings, seeds = [], {}, draw_seeds(s.seed, s.draws)
-    # the run's settings, recorded with its results (the step cost only with env rows)
-    settings = {"step_cost": None, **{name: getattr(s, name) for name in s.RECORDED}}
+    rows, timings, seeds = [], {}, draw_seeds(run.seed, run.draws)
+    # the settings recorded with the results (the step cost only with env rows)
+    recorded = {"step_cost": None, **{name: getattr(run, name) for name in run.RECORDED}}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
@@ -246,67 +246,68 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, s: BenchSettings) -> di
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
         rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
-    if s.models_only:
-        return _finish(key, split, histories, rows, timings, settings)
-    step_cost = settings["step_cost"] = STEP_COST[key] if s.step_cost is None else s.step_cost
+    if run.models_only:
+        return _finish(key, split, histories, rows, timings, recorded)
+    step_cost = recorded["step_cost"] = STEP_COST[key] if run.step_cost is None else run.step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
-            "observe_state_change": s.observe_state_change}
+            "observe_state_change": run.observe_state_change}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
     t0 = time.perf_counter()
     # the validation users with the test rows' number of noise draws, for the budget calibrations
-    traces = depth_traces(env.config, seed=s.seed, draws=s.draws)
+    traces = depth_traces(env.config, seed=run.seed, draws=run.draws)
     rule = state_change_rule(traces, BUDGET_STEPS)
     timings["state_change_calibration_s"] = time.perf_counter() - t0
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
                                          f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
-    train_config = dict(base, split="valid", shaping=s.shaping == "logp", potential_shaping=s.shaping == "potential")
+    train_config = dict(base, split="valid", shaping=run.shaping == "logp",
+                        potential_shaping=run.shaping == "potential")
     calibration = traces  # the agents' budget thresholds: on the validation users, or the fold they never draw
-    if s.calibration_fold is not None:
-        train_config.update(holdout_fold=s.calibration_fold, n_folds=N_FOLDS)
+    if run.calibration_fold is not None:
+        train_config.update(holdout_fold=run.calibration_fold, n_folds=N_FOLDS)
         calibration = traces.held_out(make_config(LatentReasoningConfig, train_config))
     train_kwargs = {"config": train_config}
     sb3_dir, rllib_dir = out_dir / key / "sb3", out_dir / key / "rllib"
     # per library: how to train the agent, and how to load the one a previous run saved
-    trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, s.ppo_timesteps, s.seed, sb3_dir),
+    trainers = {"SB3": (lambda: ppo_sb3(train_kwargs, run.ppo_timesteps, run.seed, sb3_dir),
                         lambda: load_sb3_policy(sb3_dir / "model.zip"))}
-    if s.rllib_iterations:
-        trainers["RLlib"] = (lambda: ppo_rllib(train_kwargs, s.rllib_iterations, s.seed, rllib_dir),
+    if run.rllib_iterations:
+        trainers["RLlib"] = (lambda: ppo_rllib(train_kwargs, run.rllib_iterations, run.seed, rllib_dir),
                              lambda: load_rllib_policy(rllib_dir))
     for lib, (train, load) in trainers.items():
         t0 = time.perf_counter()
         try:
-            policy = load() if s.reuse_agents else train()
+            policy = load() if run.reuse_agents else train()
         except Exception as exc:  # report a failed RLlib run, do not lose the other rows
-            if lib == "SB3" or s.reuse_agents:
+            if lib == "SB3" or run.reuse_agents:
                 raise
             timings["rllib_error"] = repr(exc)[:300]
             continue
         finally:
-            timings[f"{lib.lower()}_{'load' if s.reuse_agents else 'train'}_s"] = time.perf_counter() - t0
+            timings[f"{lib.lower()}_{'load' if run.reuse_agents else 'train'}_s"] = time.perf_counter() - t0
         policies[f"PPO halting ({lib})"] = greedy(policy)
         budget, stop = budget_halting(policy, calibration, BUDGET_STEPS)
         policies[f"PPO halting ({lib}), budget"] = budget
-        on = "validation" if s.calibration_fold is None else f"held-out validation fold {s.calibration_fold}"
+        on = "validation" if run.calibration_fold is None else f"held-out validation fold {run.calibration_fold}"
         rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} ({on}: "
                                                      f"NDCG@10 {stop.ndcg:.4f} at {stop.steps:.2f} steps)")
     env_users, note = users, "frozen SPT, env"
-    if s.max_env_users is not None and len(users) > s.max_env_users:  # a fixed random subset of the test users
-        env_users = np.sort(np.random.default_rng(s.seed).choice(users, s.max_env_users, replace=False))
-        note += f", {s.max_env_users} random test users"
+    if run.max_env_users is not None and len(users) > run.max_env_users:  # a fixed random subset of the test users
+        env_users = np.sort(np.random.default_rng(run.seed).choice(users, run.max_env_users, replace=False))
+        note += f", {run.max_env_users} random test users"
     for name, act in policies.items():
         t0 = time.perf_counter()
         ranks, steps = halting_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
-    return _finish(key, split, histories, rows, timings, settings)
+    return _finish(key, split, histories, rows, timings, recorded)
 
 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
-            settings: dict) -> dict:
-    """The dataset's result record: rows without their per-user NDCG, the paired differences and ``settings``
+            recorded: dict) -> dict:
+    """The dataset's result record: rows without their per-user NDCG, the paired differences and ``recorded``
     (step cost (None without env rows), shaping, seed, draws, observe_state_change, calibration_fold)."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
@@ -320,7 +321,7 @@ def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows:
         del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
             "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
-            **settings}
+            **recorded}
 
 
 def markdown(results: list[dict]) -> str:
