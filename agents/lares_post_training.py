@@ -13,7 +13,8 @@ authors' recipe (all default off): ``init_from`` warm-starts from a trained SASR
 (:func:`init_from_sasrec`), ``windows="last"`` trains on each user's most recent window only, and
 ``--alpha-tla 0`` (``LARESConfig.alpha_tla``) drops the TLA term (on Beauty, validation NDCG@10 0.0580
 with it, 0.0630 without; README). ``resume_from`` (``--resume``) continues SPT from a saved SPT model
-for more epochs, e.g. to compare with a baseline at the same number of passes over the data.
+for more epochs, e.g. to compare with a baseline at the same number of passes over the data; Adam
+continues from the moments saved with the checkpoint's best epoch (files saved without them restart it).
 
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
 RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances``, subsampled to
@@ -42,6 +43,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ from simulators.recsys.lares import (
     group_advantages,
     kl_k3,
     load_lares,
+    load_optimizer_state,
     rank_metrics,
     sample_steps,
     save_lares,
@@ -93,7 +96,8 @@ class SPTConfig:
     # per (prefix, next item) pair with CE at its last position only (the authors' instances)
     windows: str = "all"
     # a LARES SPT checkpoint to continue: its weights are the first candidate for the best model, its
-    # history is kept and epochs are numbered after its last (Adam's moments are not saved: they restart)
+    # history is kept, epochs are numbered after its last and Adam continues from its saved moments (if
+    # any) with this config's lr and weight decay
     resume_from: Path | None = None
 
     def __post_init__(self) -> None:
@@ -255,9 +259,14 @@ def _eval_users(split: LeaveOneOutSplit, n: int | None, rng: np.random.Generator
     return users if n is None or n >= len(users) else np.sort(rng.choice(users, n, replace=False))
 
 
-def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTConfig = SPTConfig()
-              ) -> tuple[LARES, list[dict[str, float]]]:
-    """Train LARES with the SPT loss; returns the best model (validation NDCG@10) and per-epoch logs."""
+class SPTResult(NamedTuple):
+    model: LARES  # the best epoch's (validation NDCG@10), eval mode
+    history: list[dict[str, float]]  # per-epoch logs
+    optimizer_state: dict  # Adam's state_dict at the best epoch, for save_lares(optimizer=) and resume_from
+
+
+def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTConfig = SPTConfig()) -> SPTResult:
+    """Train LARES with the SPT loss; returns the best model, the per-epoch logs and the best epoch's Adam state."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -267,20 +276,20 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         from simulators.recsys.sasrec import load_checkpoint
 
         init_from_sasrec(model, load_checkpoint(config.init_from), config.init_layers)
-    if config.resume_from is not None:
-        history = _resumed(model, config.resume_from)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.resume_from is not None:
+        history = _resumed(model, opt, config.resume_from)
     inputs, targets = spt_instances(split, model_config.max_len, config.windows)
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
-    best, best_state, bad, start = -1.0, None, 0, time.time()
+    best, best_state, best_opt, bad, start = -1.0, None, None, 0, time.time()
     first_epoch = 1 + max((int(h["epoch"]) for h in history), default=-1)
     elapsed_before = history[-1]["elapsed_s"] if history else 0.0
     if config.init_from is not None:  # the warm start's own quality, for the log only
         history.append({"epoch": -1, **_valid_metric(model, split, val_users, config.seed), "elapsed_s": 0.0})
     if config.resume_from is not None:  # the resumed model competes; fresh draws, not a replay of epoch 0's
-        best, best_state = _valid_metric(model, split, val_users, config.seed)["NDCG@10"], copy.deepcopy(
-            model.state_dict())
+        best = _valid_metric(model, split, val_users, config.seed)["NDCG@10"]
+        best_state, best_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
         rng = np.random.default_rng([config.seed, first_epoch])
         torch.manual_seed(int(rng.integers(2**62)))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -307,19 +316,21 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         if config.progress:
             tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
         if log["NDCG@10"] > best:
-            best, bad, best_state = log["NDCG@10"], 0, copy.deepcopy(model.state_dict())
+            best, bad, best_state, best_opt = log["NDCG@10"], 0, copy.deepcopy(model.state_dict()), copy.deepcopy(
+                opt.state_dict())
             if config.out is not None:
-                save_lares(model, config.out, meta={"phase": "spt", "epoch": epoch, "valid": log})
+                save_lares(model, config.out, meta={"phase": "spt", "epoch": epoch, "valid": log}, optimizer=best_opt)
         else:
             bad += 1
         if bad >= config.patience or (config.time_budget_s and time.time() - start > config.time_budget_s):
             break
     model.load_state_dict(best_state)
-    return model.eval(), history
+    return SPTResult(model.eval(), history, best_opt)
 
 
-def _resumed(model: LARES, path: Path) -> list[dict[str, float]]:
-    """Load the SPT checkpoint ``path`` into ``model`` (same config required); returns its epoch history."""
+def _resumed(model: LARES, opt: torch.optim.Optimizer, path: Path) -> list[dict[str, float]]:
+    """Load the SPT checkpoint ``path`` into ``model`` (same config required) and its Adam moments, if saved,
+    into ``opt`` (keeping ``opt``'s learning rate and weight decay); returns the checkpoint's epoch history."""
     prior = load_lares(path)
     if prior.config != model.config:
         diff = {k: (getattr(prior.config, k), getattr(model.config, k)) for k in vars(model.config)
@@ -331,6 +342,12 @@ def _resumed(model: LARES, path: Path) -> list[dict[str, float]]:
                          f"{prior.meta.get('phase')!r}, history {'present' if 'history' in prior.meta else 'absent'}); "
                          "allowed: a file train_spt's caller saved with meta phase 'spt' and its history")
     model.load_state_dict(prior.state_dict())
+    saved = load_optimizer_state(path)
+    if saved is not None:
+        settings = [{k: g[k] for k in ("lr", "weight_decay")} for g in opt.param_groups]
+        opt.load_state_dict(saved)  # this also loads the saved run's lr: the new config's is put back
+        for group, kept in zip(opt.param_groups, settings):
+            group.update(kept)
     return list(prior.meta["history"])
 
 
@@ -507,7 +524,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gamma-sla", type=float, default=LARESConfig.gamma_sla, help="SLA weight in the SPT loss")
     p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
     p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
-    p.add_argument("--resume", type=Path, help="SPT checkpoint to continue SPT from (--epochs more; fresh Adam)")
+    p.add_argument("--resume", type=Path, help="SPT checkpoint to continue SPT from (--epochs more; Adam continues "
+                                                "if the file holds its moments)")
     p.add_argument("--rpt-lr", type=float, default=RPTConfig.lr)
     p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
     p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")
@@ -520,10 +538,11 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
                             windows=args.windows, resume_from=args.resume)  # the best epoch is saved as it goes
-        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
-                                                   dropout=args.dropout, alpha_tla=args.alpha_tla,
-                                                   gamma_sla=args.gamma_sla), spt_cfg)
-        save_lares(model, args.out, half=args.half,
+        model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
+                                                         dropout=args.dropout, alpha_tla=args.alpha_tla,
+                                                         gamma_sla=args.gamma_sla), spt_cfg)
+        # Adam's moments (twice the weights' size) make the file resumable; a --half file is for shipping
+        save_lares(model, args.out, half=args.half, optimizer=None if args.half else adam,
                    meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})
     else:
         if args.init is None:

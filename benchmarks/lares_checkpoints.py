@@ -115,8 +115,9 @@ def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe:
         save_checkpoint(model, paths.sasrec, model.meta)
     if not paths.spt.is_file():
         spt = dataclasses.replace(recipe.spt, init_from=paths.sasrec, progress=progress)
-        model, hist = train_spt(split, LARESConfig(n_items=split.n_items, max_len=recipe.max_len, **recipe.lares), spt)
-        save_lares(model, paths.spt, meta=meta("spt", hist))
+        model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=recipe.max_len, **recipe.lares),
+                                      spt)
+        save_lares(model, paths.spt, meta=meta("spt", hist), optimizer=adam)  # resumable (SPTConfig.resume_from)
     if not paths.control.is_file():
         base = load_checkpoint(paths.sasrec)
         config = dataclasses.replace(base.config, dropout=recipe.control_dropout, attn_dropout=recipe.control_dropout)

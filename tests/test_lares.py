@@ -19,6 +19,7 @@ from simulators.recsys.lares import (
     info_nce,
     kl_k3,
     load_lares,
+    load_optimizer_state,
     sample_steps,
     save_lares,
     spt_loss,
@@ -192,6 +193,7 @@ def test_checkpoint_roundtrip_half(tmp_path):
     save_lares(model, tmp_path / "m.pt", half=True, meta={"note": "x"})
     back = load_lares(tmp_path / "m.pt")
     assert back.config == model.config and back.meta == {"note": "x"}
+    assert load_optimizer_state(tmp_path / "m.pt") is None  # saved without one
     x = _inputs()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.allclose(model(x, 2, generator=g()), back(x, 2, generator=g()), atol=1e-2)
@@ -252,6 +254,7 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
           "--alpha-tla", "0", "--gamma-sla", "0.25", "--dropout", "0.5", "--out", str(out)])
     config = load_lares(out).config
     assert (config.alpha_tla, config.gamma_sla, config.dropout) == (0.0, 0.25, 0.5)
+    assert load_optimizer_state(out)["param_groups"][0]["lr"] == SPTConfig.lr  # resumable: Adam's state is kept
     with pytest.raises(ValueError, match="alpha_tla = -1.0"):
         main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
     with pytest.raises(ValueError, match="dropout = 1.0"):
@@ -280,16 +283,18 @@ def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
 def test_train_spt_resumes_a_checkpoint(tiny_split, tmp_path, lr):
     """Resumed SPT numbers epochs after the checkpoint's, keeps its history and returns the best model, the
-    resumed weights included (validation on the same users, so the history's best entry is the returned model)."""
+    resumed weights included (validation on the same users, so the history's best entry is the returned model);
+    Adam continues from the checkpoint's moments with the new learning rate."""
     from agents.lares_post_training import _valid_metric, train_spt
 
     config = LARESConfig(**TINY)
-    first, history = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=1e-2, batch_size=16, eval_users=None,
-                                                             progress=False))
+    first, history, adam = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=1e-2, batch_size=16,
+                                                                   eval_users=None, progress=False))
     path = tmp_path / "spt.pt"
-    save_lares(first, path, meta={"phase": "spt", "history": history})
-    resumed, more = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=lr, batch_size=16, eval_users=None,
-                                                            progress=False, resume_from=path))
+    save_lares(first, path, meta={"phase": "spt", "history": history}, optimizer=adam)
+    resumed, more, adam_after = train_spt(tiny_split, config, SPTConfig(epochs=2, lr=lr, batch_size=16,
+                                                                        eval_users=None, progress=False,
+                                                                        resume_from=path))
     assert [h["epoch"] for h in more] == [0, 1, 2, 3] and more[:2] == history
     assert more[2]["elapsed_s"] >= history[-1]["elapsed_s"]
     users = tiny_split.users("valid")
@@ -298,6 +303,13 @@ def test_train_spt_resumes_a_checkpoint(tiny_split, tmp_path, lr):
     kept = all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), resumed.state_dict().values()))
     assert kept == (max(h["NDCG@10"] for h in more[2:]) <= max(h["NDCG@10"] for h in history))
     assert kept == (lr < 1e-3)  # each case takes the branch it is for
+    # Adam's step count goes on from the checkpoint's best epoch (first improvement kept on ties)
+    steps = lambda state: {int(v["step"]) for v in state["state"].values()}  # noqa: E731
+    ndcg = [h["NDCG@10"] for h in more]
+    (saved,) = steps(adam)
+    per_epoch = saved // (int(np.argmax(ndcg[:2])) + 1)
+    assert steps(adam_after) == {saved if kept else saved + (int(np.argmax(ndcg[2:])) + 1) * per_epoch}
+    assert [g["lr"] for g in adam_after["param_groups"]] == [lr]
 
     with pytest.raises(ValueError, match="dropout"):
         train_spt(tiny_split, LARESConfig(**dict(TINY, dropout=0.1)), SPTConfig(resume_from=path, progress=False))

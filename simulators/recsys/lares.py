@@ -341,11 +341,19 @@ def dataset_digest(dataset: InteractionDataset) -> str:
     return hashlib.sha256(b"".join(s.astype("<i8").tobytes() + b"|" for s in dataset.sequences)).hexdigest()[:16]
 
 
-def save_lares(model: LARES, path: str | Path, half: bool = False, meta: dict | None = None) -> None:
-    """Write config + weights (float16 when ``half``) + free-form ``meta`` to ``path``."""
+def save_lares(model: LARES, path: str | Path, half: bool = False, meta: dict | None = None,
+               optimizer: dict | None = None) -> None:
+    """Write config + weights (float16 when ``half``) + free-form ``meta`` to ``path``, and the training
+    optimizer's ``state_dict`` if given (so that training can resume where it stopped)."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": asdict(model.config), "state_dict": state, "meta": meta or {}}, path)
+    extra = {} if optimizer is None else {"optimizer": optimizer}
+    torch.save({"config": asdict(model.config), "state_dict": state, "meta": meta or {}, **extra}, path)
+
+
+def load_optimizer_state(path: str | Path) -> dict | None:
+    """The optimizer ``state_dict`` a :func:`save_lares` file holds, or None (saved without one)."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("optimizer")
 
 
 def load_lares(path: str | Path) -> LARES:
