@@ -316,8 +316,8 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         if config.progress:
             tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
         if log["NDCG@10"] > best:
-            best, bad, best_state, best_opt = log["NDCG@10"], 0, copy.deepcopy(model.state_dict()), copy.deepcopy(
-                opt.state_dict())
+            best, bad = log["NDCG@10"], 0
+            best_state, best_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
             if config.out is not None:
                 save_lares(model, config.out, meta={"phase": "spt", "epoch": epoch, "valid": log}, optimizer=best_opt)
         else:
