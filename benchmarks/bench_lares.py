@@ -69,6 +69,7 @@ from benchmarks.lares_checkpoints import build_checkpoints
 from benchmarks.stats import mean_ci, paired_difference
 from envs.config import make_config
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningConfig, LatentReasoningVectorEnv
+from simulators.checks import check_field
 from simulators.recsys.lares import evaluate_ranks, load_lares
 from simulators.recsys.loaders import load_dataset
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
@@ -121,18 +122,15 @@ class BenchSettings:
     RECORDED = ("shaping", "seed", "draws", "observe_state_change", "calibration_fold")
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}")
-
-        check("ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
-        check("rllib_iterations", self.rllib_iterations >= 0, "an integer >= 0 (0 skips RLlib)")
-        check("max_env_users", self.max_env_users is None or self.max_env_users >= 1, "None or an integer >= 1")
-        check("step_cost", self.step_cost is None or self.step_cost >= 0, "None or a number >= 0")
-        check("shaping", self.shaping in SHAPING, f"one of {SHAPING}")
-        check("draws", self.draws >= 1, "an integer >= 1")
-        check("calibration_fold", self.calibration_fold is None or 0 <= self.calibration_fold < N_FOLDS,
-              f"None or an integer in 0..{N_FOLDS - 1}")
+        check_field(self, "ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
+        check_field(self, "rllib_iterations", self.rllib_iterations >= 0, "an integer >= 0 (0 skips RLlib)")
+        check_field(self, "max_env_users", self.max_env_users is None or self.max_env_users >= 1,
+                    "None or an integer >= 1")
+        check_field(self, "step_cost", self.step_cost is None or self.step_cost >= 0, "None or a number >= 0")
+        check_field(self, "shaping", self.shaping in SHAPING, f"one of {SHAPING}")
+        check_field(self, "draws", self.draws >= 1, "an integer >= 1")
+        check_field(self, "calibration_fold", self.calibration_fold is None or 0 <= self.calibration_fold < N_FOLDS,
+                    f"None or an integer in 0..{N_FOLDS - 1}")
 
 
 def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:

@@ -88,6 +88,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import check_options, make_config
+from simulators.checks import check_field
 from simulators.recsys.lares import DEFAULT_WEIGHTS, LARES, dataset_digest, load_lares, truncated_normal
 from simulators.recsys.split import STAGES, LeaveOneOutSplit, leave_one_out
 
@@ -136,30 +137,24 @@ class LatentReasoningConfig:
     torch_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(
-                    f"LatentReasoningConfig.{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}"
-                )
-
-        check("action_mode", self.action_mode in ACTION_MODES, f"one of {ACTION_MODES}")
-        check("step_cost", self.step_cost >= 0, "a float >= 0")
-        check("max_depth", isinstance(self.max_depth, int) and 1 <= self.max_depth <= 64, "an int in 1..64")
-        check("residual_depth", isinstance(self.residual_depth, int) and 2 <= self.residual_depth <= 64,
-              "an int in 2..64")
-        check("residual_dim", isinstance(self.residual_dim, int) and self.residual_dim >= 1, "an int >= 1")
-        check("residual_scale", self.residual_scale >= 0, "a float >= 0")
-        check("reward_metric", self.reward_metric in ("ndcg", "recall"), "'ndcg' or 'recall'")
-        check("k", isinstance(self.k, int) and self.k >= 1, "an int >= 1")
-        check("shaping_coef", self.shaping_coef >= 0, "a float >= 0")
-        check("split", self.split in STAGES, f"one of {STAGES}")
-        check("n_folds", isinstance(self.n_folds, int) and self.n_folds >= 2, "an int >= 2")
-        check("holdout_fold", self.holdout_fold is None
-              or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.n_folds),
-              f"None or an int in 0..n_folds - 1 = {self.n_folds - 1}")
-        check("torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
-        check("checkpoint", (self.data_path is None) == (self.checkpoint is None),
-              "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
+        check_field(self, "action_mode", self.action_mode in ACTION_MODES, f"one of {ACTION_MODES}")
+        check_field(self, "step_cost", self.step_cost >= 0, "a float >= 0")
+        check_field(self, "max_depth", isinstance(self.max_depth, int) and 1 <= self.max_depth <= 64, "an int in 1..64")
+        check_field(self, "residual_depth", isinstance(self.residual_depth, int) and 2 <= self.residual_depth <= 64,
+                    "an int in 2..64")
+        check_field(self, "residual_dim", isinstance(self.residual_dim, int) and self.residual_dim >= 1, "an int >= 1")
+        check_field(self, "residual_scale", self.residual_scale >= 0, "a float >= 0")
+        check_field(self, "reward_metric", self.reward_metric in ("ndcg", "recall"), "'ndcg' or 'recall'")
+        check_field(self, "k", isinstance(self.k, int) and self.k >= 1, "an int >= 1")
+        check_field(self, "shaping_coef", self.shaping_coef >= 0, "a float >= 0")
+        check_field(self, "split", self.split in STAGES, f"one of {STAGES}")
+        check_field(self, "n_folds", isinstance(self.n_folds, int) and self.n_folds >= 2, "an int >= 2")
+        check_field(self, "holdout_fold", self.holdout_fold is None
+                    or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.n_folds),
+                    f"None or an int in 0..n_folds - 1 = {self.n_folds - 1}")
+        check_field(self, "torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
+        check_field(self, "checkpoint", (self.data_path is None) == (self.checkpoint is None),
+                    "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
 
 
 @functools.lru_cache(maxsize=4)

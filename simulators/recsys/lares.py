@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simulators.checks import check_field
+
 from .dataset import InteractionDataset
 from .metrics import ndcg_at_k, recall_at_k, target_ranks
 from .split import LeaveOneOutSplit
@@ -74,27 +76,25 @@ class LARESConfig:
     tau: float = 1.0
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"LARESConfig.{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}")
-
-        check("n_items", self.n_items >= 1, "an int >= 1")
-        check("max_len", self.max_len >= 1, "an int >= 1")
-        check("hidden", self.hidden >= 1, "an int >= 1")
-        check("n_heads", self.n_heads >= 1 and self.hidden % self.n_heads == 0, "an int >= 1 dividing hidden")
-        check("ffn", self.ffn >= 1, "an int >= 1")
-        check("n_pre_layers", self.n_pre_layers >= 0, "an int >= 0")
-        check("n_core_layers", self.n_core_layers >= 1, "an int >= 1")
-        check("dropout", 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
-        check("adapter", self.adapter in ADAPTERS, f"one of {ADAPTERS}")
-        check("init_scale", self.init_scale >= 0, "a float >= 0")
-        check("max_steps", self.max_steps >= 1, "an int >= 1")
-        check("eval_steps", 1 <= self.eval_steps <= self.max_steps, f"an int in 1..max_steps ({self.max_steps})")
-        check("train_mean_steps", self.train_mean_steps > 0, "a float > 0")
-        check("train_steps_sigma", self.train_steps_sigma >= 0, "a float >= 0")
-        check("alpha_tla", self.alpha_tla >= 0, "a float >= 0")
-        check("gamma_sla", self.gamma_sla >= 0, "a float >= 0")
-        check("tau", self.tau > 0, "a float > 0")
+        check_field(self, "n_items", self.n_items >= 1, "an int >= 1")
+        check_field(self, "max_len", self.max_len >= 1, "an int >= 1")
+        check_field(self, "hidden", self.hidden >= 1, "an int >= 1")
+        check_field(self, "n_heads", self.n_heads >= 1 and self.hidden % self.n_heads == 0,
+                    "an int >= 1 dividing hidden")
+        check_field(self, "ffn", self.ffn >= 1, "an int >= 1")
+        check_field(self, "n_pre_layers", self.n_pre_layers >= 0, "an int >= 0")
+        check_field(self, "n_core_layers", self.n_core_layers >= 1, "an int >= 1")
+        check_field(self, "dropout", 0.0 <= self.dropout < 1.0, "a float in [0, 1)")
+        check_field(self, "adapter", self.adapter in ADAPTERS, f"one of {ADAPTERS}")
+        check_field(self, "init_scale", self.init_scale >= 0, "a float >= 0")
+        check_field(self, "max_steps", self.max_steps >= 1, "an int >= 1")
+        check_field(self, "eval_steps", 1 <= self.eval_steps <= self.max_steps,
+                    f"an int in 1..max_steps ({self.max_steps})")
+        check_field(self, "train_mean_steps", self.train_mean_steps > 0, "a float > 0")
+        check_field(self, "train_steps_sigma", self.train_steps_sigma >= 0, "a float >= 0")
+        check_field(self, "alpha_tla", self.alpha_tla >= 0, "a float >= 0")
+        check_field(self, "gamma_sla", self.gamma_sla >= 0, "a float >= 0")
+        check_field(self, "tau", self.tau > 0, "a float > 0")
 
 
 def sample_steps(

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from simulators.checks import check_field
+
 from .dataset import PAD_TOKEN, InteractionDataset
 
 GENRES = (
@@ -62,25 +64,22 @@ class SyntheticConfig:
     p_sequel: float = 0.5
 
     def __post_init__(self) -> None:
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"SyntheticConfig.{name} = {getattr(self, name)!r} is invalid; allowed: {allowed}")
-
-        check("n_users", self.n_users >= 1, "an int >= 1")
-        check("n_items", self.n_items >= 2, "an int >= 2")
-        check("n_genres", 1 <= self.n_genres <= len(GENRES), f"an int in 1..{len(GENRES)}")
-        check("min_len", self.min_len >= 1, "an int >= 1")
-        check("max_len", self.max_len >= self.min_len, f"an int >= min_len ({self.min_len})")
-        check("max_len", self.max_len <= self.n_items, f"an int <= n_items ({self.n_items}); items never repeat")
-        check("mean_len", self.min_len <= self.mean_len <= self.max_len, "a float in [min_len, max_len]")
-        check("popularity_exponent", self.popularity_exponent >= 0, "a float >= 0")
-        check("popularity_weight", self.popularity_weight >= 0, "a float >= 0")
-        check("interest_concentration", self.interest_concentration > 0, "a float > 0")
-        check("interest_sharpness", self.interest_sharpness >= 0, "a float >= 0")
-        check("drift", 0 <= self.drift <= 1, "a float in [0, 1]")
-        check("p_second_genre", 0 <= self.p_second_genre <= 1, "a float in [0, 1]")
-        check("series_len", self.series_len >= 1, "an int >= 1")
-        check("p_sequel", 0 <= self.p_sequel <= 1, "a float in [0, 1]")
+        check_field(self, "n_users", self.n_users >= 1, "an int >= 1")
+        check_field(self, "n_items", self.n_items >= 2, "an int >= 2")
+        check_field(self, "n_genres", 1 <= self.n_genres <= len(GENRES), f"an int in 1..{len(GENRES)}")
+        check_field(self, "min_len", self.min_len >= 1, "an int >= 1")
+        check_field(self, "max_len", self.max_len >= self.min_len, f"an int >= min_len ({self.min_len})")
+        check_field(self, "max_len", self.max_len <= self.n_items,
+                    f"an int <= n_items ({self.n_items}); items never repeat")
+        check_field(self, "mean_len", self.min_len <= self.mean_len <= self.max_len, "a float in [min_len, max_len]")
+        check_field(self, "popularity_exponent", self.popularity_exponent >= 0, "a float >= 0")
+        check_field(self, "popularity_weight", self.popularity_weight >= 0, "a float >= 0")
+        check_field(self, "interest_concentration", self.interest_concentration > 0, "a float > 0")
+        check_field(self, "interest_sharpness", self.interest_sharpness >= 0, "a float >= 0")
+        check_field(self, "drift", 0 <= self.drift <= 1, "a float in [0, 1]")
+        check_field(self, "p_second_genre", 0 <= self.p_second_genre <= 1, "a float in [0, 1]")
+        check_field(self, "series_len", self.series_len >= 1, "an int >= 1")
+        check_field(self, "p_sequel", 0 <= self.p_sequel <= 1, "a float in [0, 1]")
 
 
 def _titles(n: int, rng: np.random.Generator) -> list[str]:
