@@ -156,6 +156,13 @@ class LatentReasoningConfig:
         check_field(self, "checkpoint", (self.data_path is None) == (self.checkpoint is None),
                     "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
 
+    def held_out(self, users: np.ndarray) -> np.ndarray:
+        """Which of ``users`` the random draw at reset skips (``u % n_folds == holdout_fold``; none without one)."""
+        users = np.asarray(users)
+        if self.holdout_fold is None:
+            return np.zeros(users.shape, dtype=bool)
+        return users % self.n_folds == self.holdout_fold
+
 
 @functools.lru_cache(maxsize=4)
 def load_reasoning_world(data_path: str | None, data_format: str, checkpoint: str | None
@@ -192,9 +199,8 @@ class ReasoningBatch:
             torch.set_num_threads(config.torch_threads)
         self.split, self.model = load_reasoning_world(config.data_path, config.data_format, config.checkpoint)
         # the users each stage's resets draw from, outside the held-out fold (fixed: not recomputed per reset)
-        fold = config.holdout_fold
         staged = {stage: self.split.users(stage) for stage in STAGES}
-        self._eligible = {s: u if fold is None else u[u % config.n_folds != fold] for s, u in staged.items()}
+        self._eligible = {s: u[~config.held_out(u)] for s, u in staged.items()}
         c = self.model.config
         self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
         self.max_entropy = float(np.log(self.n_items))  # nats, the uniform softmax's

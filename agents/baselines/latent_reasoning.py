@@ -127,7 +127,7 @@ class DepthTraces:
         to calibrate an agent trained with that config on users it did not train on."""
         if config.holdout_fold is None:
             raise ValueError("config.holdout_fold = None holds no users out; allowed: an int in 0..n_folds - 1")
-        keep = self.users % config.n_folds == config.holdout_fold
+        keep = config.held_out(self.users)
         if not keep.any():
             raise ValueError(f"holdout_fold {config.holdout_fold} of n_folds {config.n_folds} holds out none of "
                              f"the traces' {len(np.unique(self.users))} users")
