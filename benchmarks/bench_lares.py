@@ -117,9 +117,10 @@ class BenchSettings:
     models_only: bool = False  # only the SASRec / SPT / RPT rows
     reuse_agents: bool = False  # load the agents a previous run saved under the output folder
     observe_state_change: bool = False  # the env observation carries log(1 + state change)
+    observe_latent: bool = True  # the env observation leads with the latent state (off: statistics only)
     calibration_fold: int | None = None  # agents train without this validation fold and calibrate on it
 
-    RECORDED = ("shaping", "seed", "draws", "observe_state_change", "calibration_fold")
+    RECORDED = ("shaping", "seed", "draws", "observe_state_change", "observe_latent", "calibration_fold")
 
     def __post_init__(self) -> None:
         check_field(self, "ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
@@ -248,7 +249,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         return _finish(key, split, histories, rows, timings, recorded)
     step_cost = recorded["step_cost"] = STEP_COST[key] if run.step_cost is None else run.step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
-            "observe_state_change": run.observe_state_change}
+            "observe_state_change": run.observe_state_change,
+            "observe_latent": run.observe_latent}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
@@ -306,7 +308,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
             recorded: dict) -> dict:
     """The dataset's result record: rows without their per-user NDCG, the paired differences and ``recorded``
-    (step cost (None without env rows), shaping, seed, draws, observe_state_change, calibration_fold)."""
+    (step cost (None without env rows) and ``BenchSettings.RECORDED``)."""
     by_name = {r["policy"]: r for r in rows}
     paired = []
     for a, b in PAIRS:
@@ -342,6 +344,8 @@ def markdown(results: list[dict]) -> str:
                              f"[{p['lo']:+.4f}, {p['hi']:+.4f}] | {ratio} |")
         if res.get("step_cost") is not None:
             extra = "; PPO observation + log(1 + state change)" if res.get("observe_state_change") else ""
+            if not res.get("observe_latent", True):
+                extra += "; PPO observation without the latent state (ranking statistics only)"
             if res.get("calibration_fold") is not None:
                 extra += (f"; PPO trained without validation fold {res['calibration_fold']} of {N_FOLDS}, "
                           "its budget threshold calibrated on that fold")
@@ -403,6 +407,9 @@ if __name__ == "__main__":
                              "instead of training them: re-evaluation under a changed protocol")
     parser.add_argument("--observe-state-change", action="store_true",
                         help="the env observation also carries log(1 + state change) (LatentReasoningConfig)")
+    parser.add_argument("--no-latent-observation", dest="observe_latent", action="store_false",
+                        help="the env observation without the latent state: the ranking statistics only, "
+                             "which cannot identify a user (LatentReasoningConfig.observe_latent)")
     parser.add_argument("--calibration-fold", type=int, choices=range(N_FOLDS), default=None,
                         help=f"train the PPO agents without the validation users u %% {N_FOLDS} == this fold and "
                              "calibrate their budget thresholds on that fold (default: all validation users)")

@@ -33,7 +33,9 @@ entropy deficit (log(n_items) minus the softmax entropy over non-history items, 
 [0, log(n_items)]: 0 = uniform, larger = more peaked)]``, and with ``observe_state_change=True`` a
 fifth statistic, ``log(1 + state change)`` (``info["state_change"]`` below; logarithmic because the change shrinks
 geometrically with depth: medians 17.0, 4.9, 2.2, 1.0 for steps 1-4 on ML-100K's validation users), so
-``Box(float32, (hidden + 5,))``.
+``Box(float32, (hidden + 5,))``. ``observe_latent=False`` drops ``h``: the observation is then the
+statistics only (``Box(float32, (4,))`` or ``(5,)``), which describe how settled the ranking is but cannot
+tell one user from another, so a policy trained on the validation users' targets cannot memorize them.
 The depth and the entropy deficit are on the scale of the other features (on Beauty's SPT model the
 deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) varied by only 0.025
 (std), too little for an unnormalized MLP policy to use. Agents should still normalize observations
@@ -132,6 +134,8 @@ class LatentReasoningConfig:
     checkpoint: str | None = None
     # append log(1 + info["state_change"]) to the observation (off: the four ranking statistics only)
     observe_state_change: bool = False
+    # lead the observation with the last position's latent state (off: the ranking statistics only)
+    observe_latent: bool = True
     # torch intra-op threads set when the env is built (None: leave torch's setting). One user per
     # call is far faster single-threaded: measured 41 ms vs 947 ms per step on the busy 2-core box.
     torch_threads: int | None = 1
@@ -234,7 +238,8 @@ class ReasoningBatch:
         self.rank = np.zeros(n, dtype=np.int64)
         self.logp = np.zeros(n, dtype=np.float64)
         self.phi = np.zeros(n, dtype=np.float64)  # metric of the current ranking (potential_shaping only)
-        self.obs = np.zeros((n, self.d + 4 + config.observe_state_change), dtype=np.float32)
+        self.h_dim = self.d if config.observe_latent else 0  # observation columns of the latent state
+        self.obs = np.zeros((n, self.h_dim + 4 + config.observe_state_change), dtype=np.float32)
         self.change = np.zeros(n, dtype=np.float64)  # info["state_change"]
 
     @torch.no_grad()
@@ -271,13 +276,14 @@ class ReasoningBatch:
         self.rank[slots] = rank.numpy()
         self.depth[slots] += 1
         obs = self.obs[slots]
-        obs[:, : self.d] = h.numpy()
-        obs[:, self.d] = self.depth[slots]
-        obs[:, self.d + 1] = top1.numpy()
-        obs[:, self.d + 2] = margin.numpy()
-        obs[:, self.d + 3] = np.clip(self.max_entropy - entropy.numpy(), 0.0, self.max_entropy)  # round-off
+        d = self.h_dim
+        obs[:, :d] = h[:, :d].numpy()
+        obs[:, d] = self.depth[slots]
+        obs[:, d + 1] = top1.numpy()
+        obs[:, d + 2] = margin.numpy()
+        obs[:, d + 3] = np.clip(self.max_entropy - entropy.numpy(), 0.0, self.max_entropy)  # round-off
         if self.config.observe_state_change:
-            obs[:, self.d + 4] = np.log1p(change)
+            obs[:, d + 4] = np.log1p(change)
         self.obs[slots] = obs
         self.change[slots] = change
         cfg = self.config
@@ -355,8 +361,8 @@ class ReasoningBatch:
         gamma, beta = self._output_ln()
         h_max = 1.01 * (gamma * np.sqrt(self.d - 1) + beta)
         s_max = self.score_bound()
-        low = [-h_max, [0.0, -s_max, 0.0, 0.0]]
-        high = [h_max, [self.horizon, s_max, 2 * s_max, self.max_entropy]]
+        low = [-h_max[: self.h_dim], [0.0, -s_max, 0.0, 0.0]]
+        high = [h_max[: self.h_dim], [self.horizon, s_max, 2 * s_max, self.max_entropy]]
         if self.config.observe_state_change:
             h_norm = float(np.linalg.norm(h_max))
             left = max(h_norm, 3.0 * self.model.config.init_scale * np.sqrt(self.d))
@@ -473,8 +479,8 @@ class LatentReasoningEnv(gym.Env):
         if self.render_mode == "ansi":
             rank = int(b.rank[0])
             return (f"user {int(b.users[0])} depth {int(b.depth[0])}/{b.horizon} target rank {rank} "
-                    f"top score {b.obs[0, b.d + 1]:.3f} margin {b.obs[0, b.d + 2]:.3f} "
-                    f"entropy deficit {b.obs[0, b.d + 3]:.3f} state change {b.change[0]:.3f}")
+                    f"top score {b.obs[0, b.h_dim + 1]:.3f} margin {b.obs[0, b.h_dim + 2]:.3f} "
+                    f"entropy deficit {b.obs[0, b.h_dim + 3]:.3f} state change {b.change[0]:.3f}")
         if self.render_mode != "rgb_array":
             return None
         with torch.no_grad():

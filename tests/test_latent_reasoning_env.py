@@ -155,7 +155,8 @@ def test_potential_shaping_pays_the_unshaped_return_less_the_first_metric(tiny, 
     assert checked  # the subtracted first-step metric was not always 0
 
 
-@pytest.mark.parametrize("extra", [{}, {"potential_shaping": True, "step_cost": 0.01}, {"observe_state_change": True}])
+@pytest.mark.parametrize("extra", [{}, {"potential_shaping": True, "step_cost": 0.01}, {"observe_state_change": True},
+                                   {"observe_latent": False, "observe_state_change": True}])
 def test_vector_env_equals_scalar_env(tiny, extra):
     n, seed = 3, 20
     cfg = dict(tiny, **extra)
@@ -527,3 +528,25 @@ def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path
         loaded = load_rllib_policy(folder)
         np.testing.assert_array_equal(loaded.obs_filter.mean, filt.mean)
         np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
+
+
+@pytest.mark.parametrize("state_change", [False, True])
+def test_without_the_latent_the_observation_is_the_statistics_columns_of_the_full_one(tiny, state_change):
+    """observe_latent=False drops the latent state's columns and keeps the statistics, in their space."""
+    cfg = dict(tiny, observe_state_change=state_change)
+    env = LatentReasoningVectorEnv(8, dict(cfg, observe_latent=False))
+    full = LatentReasoningVectorEnv(8, cfg)
+    d = full.batch.d
+    assert env.single_observation_space.shape == (4 + state_change,)
+    np.testing.assert_array_equal(env.single_observation_space.low, full.single_observation_space.low[d:])
+    np.testing.assert_array_equal(env.single_observation_space.high, full.single_observation_space.high[d:])
+    rng = np.random.default_rng(2)
+    obs, _ = env.reset(seed=5)
+    ref, _ = full.reset(seed=5)
+    for _ in range(10):
+        np.testing.assert_array_equal(obs, ref[:, d:])
+        assert all(env.single_observation_space.contains(o) for o in obs)
+        action = rng.integers(0, 2, 8)
+        obs, *_ = env.step(action)
+        ref, *_ = full.step(action)
+    check_env(LatentReasoningEnv(dict(cfg, observe_latent=False)), skip_render_check=True)
