@@ -42,7 +42,8 @@ from agents.baselines.latent_reasoning import draw_seeds
 from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, greedy, halting_draws, ppo_sb3
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
-from envs.latent_reasoning import LatentReasoningVectorEnv
+from envs.config import make_config
+from envs.latent_reasoning import LatentReasoningConfig, LatentReasoningVectorEnv, load_reasoning_world
 from simulators.recsys.metrics import ndcg_at_k
 
 MAX_STEPS_RATIO = 0.7  # the issue's compute budget against fixed depth 4
@@ -51,8 +52,9 @@ REFERENCE = "fixed_depth_4"
 
 def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
     """The held-out fold's validation users: those the env never draws with ``holdout_fold=fold``."""
-    batch = LatentReasoningVectorEnv(1, dict(config, holdout_fold=fold, n_folds=n_folds)).batch
-    return np.setdiff1d(batch.split.users("valid"), batch.eligible_users("valid"))
+    cfg = make_config(LatentReasoningConfig, dict(config, holdout_fold=fold, n_folds=n_folds))
+    users = load_reasoning_world(cfg.data_path, cfg.data_format, cfg.checkpoint)[0].users("valid")
+    return users[cfg.held_out(users)]
 
 
 def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
