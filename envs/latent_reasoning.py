@@ -277,7 +277,7 @@ class ReasoningBatch:
         self.depth[slots] += 1
         obs = self.obs[slots]
         d = self.h_dim
-        obs[:, :d] = h[:, :d].numpy()
+        obs[:, :d] = h[:, :d].numpy()  # all of h, or nothing without observe_latent
         obs[:, d] = self.depth[slots]
         obs[:, d + 1] = top1.numpy()
         obs[:, d + 2] = margin.numpy()
