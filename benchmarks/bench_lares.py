@@ -44,6 +44,10 @@ and their paired differences (into ``lares_models.md``), for comparing checkpoin
 halting agents. ``--calibration-fold F`` trains the agents without the validation users ``u % 5 == F``
 and calibrates their budget thresholds on those users only: the default calibration reads P(STOP) on
 users whose targets the agents trained on, which overstates their validation NDCG@10.
+
+Every row's per-user metrics go to ``<out>/<dataset>/per_user.csv.gz``: ``benchmarks.compare_runs`` pairs
+two runs on them (say, one observation against another); ``benchmarks.halting_seeds`` tabulates the
+halting rows of several runs (seeds) against the issue's target.
 """
 
 from __future__ import annotations
@@ -51,12 +55,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from agents.baselines.latent_reasoning import (DepthTraces, StopThreshold, calibrate_stop_threshold, depth_traces,
@@ -87,6 +93,9 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # window-trained model, kept): depth 1/2/3/4 gains 0.038 / 0.0054 / 0.0004: 0.002 (SB3 PPO with
 # VecNormalize, 3,000 validation users: 0.0667 at 2.51 steps; fixed depth 4: 0.0675)
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.002}
+# a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
+CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
+PER_USER = "per_user.csv.gz"  # every row's per-user metrics, under <out>/<dataset>/
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
@@ -134,11 +143,16 @@ class BenchSettings:
                     f"None or an integer in 0..{N_FOLDS - 1}")
 
 
-def row(name: str, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
-    """A result row of 0-based ranks (users,) or (draws, users): per-user metrics are means over the draws."""
+def row(name: str, users: np.ndarray, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
+    """A result row of 0-based ranks (users,) or (draws, users) of ``users``: per-user metrics are means over
+    the draws; ``steps`` per user. ``per_user`` keeps them for paired comparisons (within and across runs)."""
     r = torch.as_tensor(np.atleast_2d(ranks))
+    if len(users) != r.shape[1]:
+        raise ValueError(f"{name}: {len(users)} users for ranks of shape {tuple(r.shape)}; need one per column")
     ndcg, recall = ndcg_at_k(r, 10).mean(0).numpy(), recall_at_k(r, 10).mean(0).numpy()
-    out = {"policy": name, "users": r.shape[1], "note": note, "ndcg_per_user": ndcg}
+    per_user = pd.DataFrame({"policy": name, "user": users, "NDCG@10": ndcg, "Recall@10": recall,
+                             "steps": np.nan if steps is None else steps})
+    out = {"policy": name, "users": r.shape[1], "note": note, "per_user": per_user}
     for key, vals in (("NDCG@10", ndcg), ("Recall@10", recall)):
         ci = mean_ci(vals, methods=("percentile",))
         out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
@@ -212,6 +226,11 @@ def budget_halting(policy: Any, traces: DepthTraces, max_mean_steps: float) -> t
                                            STOP, CONTINUE), rule
 
 
+def calibration_note(on: str, ndcg: float, steps: float) -> str:
+    """How a calibrated row scored where it was calibrated, in its note (:data:`CALIBRATION_NOTE` reads it back)."""
+    return f"{on}: NDCG@10 {ndcg:.4f} at {steps:.2f} steps"
+
+
 def ppo_sb3(env_kwargs: dict, timesteps: int, seed: int, out_dir: Path) -> Any:
     # the env's experiment file: PPO on 4 scalar envs
     cfg = load_experiment(ENV_ID).sb3_config("ppo", timesteps=timesteps, env_kwargs=env_kwargs, seed=seed,
@@ -235,7 +254,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
     # the settings recorded with the results (the step cost only with env rows)
     recorded = {"step_cost": None, **{name: getattr(run, name) for name in run.RECORDED}}
     for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
-        rows.append(row(name, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
+        rows.append(row(name, users, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
     histories = {}  # training logs of both checkpoints, for the result record
     for name, path in (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
         model = load_lares(path)
@@ -244,9 +263,9 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         if path == ckpt.rpt and rpt_kept_spt(histories[name]):
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
-        rows.append(row(name, ranks, np.full(len(users), c.eval_steps), note=note))
+        rows.append(row(name, users, ranks, np.full(len(users), c.eval_steps), note=note))
     if run.models_only:
-        return _finish(key, split, histories, rows, timings, recorded)
+        return _finish(key, split, histories, rows, timings, recorded, out_dir)
     step_cost = recorded["step_cost"] = STEP_COST[key] if run.step_cost is None else run.step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
             "observe_state_change": run.observe_state_change,
@@ -261,7 +280,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
     timings["state_change_calibration_s"] = time.perf_counter() - t0
     policies["state-change halting"] = lambda obs, info, rng: rule.decide(info["state_change"], info["depth"])
     rule_note = {"state-change halting": f"; threshold {rule.threshold:.3f}, min depth {rule.min_depth} "
-                                         f"(validation: NDCG@10 {rule.ndcg:.4f} at {rule.steps:.2f} steps)"}
+                                         f"({calibration_note('validation', rule.ndcg, rule.steps)})"}
     train_config = dict(base, split="valid", shaping=run.shaping == "logp",
                         potential_shaping=run.shaping == "potential")
     calibration = traces  # the agents' budget thresholds: on the validation users, or the fold they never draw
@@ -291,8 +310,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         budget, stop = budget_halting(policy, calibration, BUDGET_STEPS)
         policies[f"PPO halting ({lib}), budget"] = budget
         on = "validation" if run.calibration_fold is None else f"held-out validation fold {run.calibration_fold}"
-        rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} ({on}: "
-                                                     f"NDCG@10 {stop.ndcg:.4f} at {stop.steps:.2f} steps)")
+        rule_note[f"PPO halting ({lib}), budget"] = (f"; stop at P(STOP) >= {stop.threshold:.3f} "
+                                                     f"({calibration_note(on, stop.ndcg, stop.steps)})")
     env_users, note = users, "frozen SPT, env"
     if run.max_env_users is not None and len(users) > run.max_env_users:  # a fixed random subset of the test users
         env_users = np.sort(np.random.default_rng(run.seed).choice(users, run.max_env_users, replace=False))
@@ -301,24 +320,26 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         t0 = time.perf_counter()
         ranks, steps = halting_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
-        rows.append(row(name, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
-    return _finish(key, split, histories, rows, timings, recorded)
+        rows.append(row(name, env_users, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
+    return _finish(key, split, histories, rows, timings, recorded, out_dir)
 
 
 def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows: list[dict], timings: dict,
-            recorded: dict) -> dict:
-    """The dataset's result record: rows without their per-user NDCG, the paired differences and ``recorded``
-    (step cost (None without env rows) and ``BenchSettings.RECORDED``)."""
-    by_name = {r["policy"]: r for r in rows}
+            recorded: dict, out_dir: Path) -> dict:
+    """The dataset's result record: the rows, the paired differences and ``recorded`` (step cost (None
+    without env rows) and ``BenchSettings.RECORDED``). The rows' per-user metrics go to
+    ``out_dir/<key>/per_user.csv.gz`` (:data:`PER_USER`), too large for the record."""
+    by_name = {r["policy"]: r.pop("per_user").set_index("user") for r in rows}
+    (out_dir / key).mkdir(parents=True, exist_ok=True)
+    pd.concat(by_name.values()).to_csv(out_dir / key / PER_USER)
+    steps = {r["policy"]: r["steps"] for r in rows}
     paired = []
     for a, b in PAIRS:
         if a in by_name and b in by_name:
-            d = paired_difference(by_name[a]["ndcg_per_user"], by_name[b]["ndcg_per_user"])
-            ratio = (by_name[a]["steps"] / by_name[b]["steps"]) if by_name[b]["steps"] else None
-            paired.append({"a": a, "b": b, "users": by_name[a]["users"], "NDCG@10_diff": d.estimate,
+            d = paired_difference(by_name[a]["NDCG@10"], by_name[b]["NDCG@10"])
+            ratio = (steps[a] / steps[b]) if steps[b] else None
+            paired.append({"a": a, "b": b, "users": len(by_name[a]), "NDCG@10_diff": d.estimate,
                            "lo": d.low, "hi": d.high, "steps_ratio": ratio})
-    for r in rows:
-        del r["ndcg_per_user"]
     return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
             "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
             **recorded}

@@ -1,10 +1,13 @@
 """The LARES bench's pieces: multi-draw rows and the budget calibration of a halting policy's P(STOP)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
-from benchmarks.bench_lares import BenchSettings, draw_seeds, row
+from benchmarks.bench_lares import BenchSettings, _finish, draw_seeds, row
+from benchmarks.compare_runs import compare, load_per_user
 from envs.latent_reasoning import LatentReasoningConfig
 
 
@@ -17,12 +20,38 @@ def _traces(ndcg: list[list[float]], users: list[int] | None = None) -> DepthTra
 
 
 def test_row_averages_each_users_metrics_over_the_draws():
-    # user 0: ranks 0 and 1 -> NDCG (1 + 1/log2(3)) / 2; user 1: ranks 10 and 0 -> (0 + 1) / 2, recall 1/2
-    r = row("x", np.array([[0, 10], [1, 0]]), np.array([2.0, 3.0]))
-    np.testing.assert_allclose(r["ndcg_per_user"], [(1 + 1 / np.log2(3)) / 2, 0.5])
+    # user 7: ranks 0 and 1 -> NDCG (1 + 1/log2(3)) / 2; user 9: ranks 10 and 0 -> (0 + 1) / 2, recall 1/2
+    r = row("x", np.array([7, 9]), np.array([[0, 10], [1, 0]]), np.array([2.0, 3.0]))
+    per_user = r["per_user"]
+    np.testing.assert_allclose(per_user["NDCG@10"], [(1 + 1 / np.log2(3)) / 2, 0.5])
+    assert list(per_user["user"]) == [7, 9] and list(per_user["Recall@10"]) == [1.0, 0.5]
+    assert list(per_user["steps"]) == [2.0, 3.0] and set(per_user["policy"]) == {"x"}
     assert r["users"] == 2 and r["NDCG@10"] == pytest.approx(((1 + 1 / np.log2(3)) / 2 + 0.5) / 2)
     assert r["Recall@10"] == pytest.approx(0.75) and r["steps"] == 2.5
-    assert row("y", np.array([0, 10]))["NDCG@10"] == pytest.approx(0.5)  # one draw: plain ranks
+    assert row("y", np.array([0, 1]), np.array([0, 10]))["NDCG@10"] == pytest.approx(0.5)  # one draw: plain ranks
+
+
+def test_row_needs_one_user_per_column():
+    with pytest.raises(ValueError, match=r"x: 3 users for ranks of shape \(2, 2\)"):
+        row("x", np.array([0, 1, 2]), np.zeros((2, 2), np.int64))
+
+
+def test_results_keep_per_user_metrics_and_pair_on_them(tmp_path):
+    """The record pairs state-change halting with depth 4 per user; the per-user table is what compare_runs reads."""
+    users = np.array([3, 5, 8])
+    rows = [row("fixed_depth_4", users, np.array([0, 1, 20]), np.full(3, 4.0)),
+            row("state-change halting", users, np.array([1, 1, 0]), np.array([2.0, 3.0, 3.0]))]
+    split = SimpleNamespace(dataset=SimpleNamespace(summary=lambda: {"users": 3}))
+    res = _finish("ml-100k", split, {"LARES-SPT": [], "LARES-SPT+RPT": []}, rows, {}, {"seed": 0}, tmp_path)
+    (pair,) = res["paired"]
+    ndcg_rank1 = 1 / np.log2(3)  # ranks 0 / 1 / >= 10 score 1 / 1/log2(3) / 0
+    assert pair["NDCG@10_diff"] == pytest.approx(((ndcg_rank1 - 1) + 0 + 1) / 3)
+    assert pair["steps_ratio"] == pytest.approx(8 / 3 / 4) and pair["users"] == 3
+    assert all("per_user" not in r for r in res["rows"])
+    table = load_per_user(tmp_path, "ml-100k")
+    assert len(table) == 6 and list(table[table["policy"] == "fixed_depth_4"]["user"]) == [3, 5, 8]
+    same = compare(table, table)
+    assert list(same["A - B"]) == [0.0, 0.0] and list(same["users"]) == [3, 3]
 
 
 def test_draw_seeds_keep_the_single_draw_seed():
