@@ -118,7 +118,7 @@ def test_bench_settings_reject_bad_values_by_name(field, value):
 
 
 def test_bench_settings_record_what_changes_the_results():
-    s = BenchSettings(seed=3, calibration_fold=3, observe_state_change=True)
+    s = BenchSettings(seed=3, calibration_fold=3, observe_latent=True)
     assert {name: getattr(s, name) for name in s.RECORDED} == {
         "shaping": "potential", "seed": 3, "draws": 8, "observe_state_change": True, "observe_latent": True,
         "calibration_fold": 3}
