@@ -68,7 +68,7 @@ def table(records: dict[str, dict]) -> str:
             if drop is not None:
                 drops[name].append(f"{drop:.4f}")
         lines.append(f"| {label} | {rec.get('seed', 0)} | " + " | ".join(cells) + " |")
-    lines.append(f"| met | | " + " | ".join(f"{counts[r]} of {len(records)}" for r in present) + " |")
+    lines.append("| met | | " + " | ".join(f"{counts[r]} of {len(records)}" for r in present) + " |")
     lines.append("| calibration - test NDCG@10 | | " + " | ".join(", ".join(drops[r]) for r in present) + " |")
     return "\n".join(lines)
 
