@@ -40,7 +40,8 @@ def load_per_user(run_dir: Path, dataset: str) -> pd.DataFrame:
 def compare(a: pd.DataFrame, b: pd.DataFrame, policies: list[str] | None = None) -> pd.DataFrame:
     """Per policy in both tables (or ``policies``): users in both, NDCG@10 of A and B on them, A - B [95% CI],
     and the mean steps of each."""
-    common = [p for p in a["policy"].unique() if p in set(b["policy"])]
+    in_b = set(b["policy"])  # once: a comprehension's condition would rebuild it per policy
+    common = [p for p in a["policy"].unique() if p in in_b]
     if policies is not None:
         unknown = [p for p in policies if p not in common]
         if unknown:
