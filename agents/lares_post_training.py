@@ -530,6 +530,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
     p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")
     p.add_argument("--rpt-max-instances", type=int, default=RPTConfig.max_instances)
+    p.add_argument("--rpt-reward", choices=("recall", "ndcg"), default=RPTConfig.reward,
+                   help="the rollout reward: Recall@k or NDCG@k of the last step")
+    p.add_argument("--rpt-k", type=int, default=RPTConfig.k, help="the reward's cutoff k")
+    p.add_argument("--rpt-beta", type=float, default=RPTConfig.beta, help="weight of KL(reference || policy)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
@@ -552,7 +556,8 @@ def main(argv: list[str] | None = None) -> None:
         rpt_cfg = RPTConfig(epochs=args.rpt_epochs, time_budget_s=args.rpt_time_budget,
                             eval_users=args.eval_users or None,
                             seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
-                            eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances)
+                            eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances,
+                            reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

@@ -134,6 +134,7 @@ class BenchSettings:
     calibration_fold: int | None = None  # agents train without this validation fold and calibrate on it
 
     RECORDED = ("shaping", "seed", "draws", "observe_state_change", "observe_latent", "calibration_fold")
+    OBSERVATION = ("observe_state_change", "observe_latent")  # the env config keys of the agents' observation
 
     def __post_init__(self) -> None:
         check_field(self, "ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
@@ -145,6 +146,22 @@ class BenchSettings:
         check_field(self, "draws", self.draws >= 1, "an integer >= 1")
         check_field(self, "calibration_fold", self.calibration_fold is None or 0 <= self.calibration_fold < N_FOLDS,
                     f"None or an integer in 0..{N_FOLDS - 1}")
+
+
+def observation_config(settings: Any) -> dict[str, bool]:
+    """The env config keys of the agents' observation, from ``BenchSettings`` or parsed flags."""
+    return {name: getattr(settings, name) for name in BenchSettings.OBSERVATION}
+
+
+def add_observation_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``BenchSettings.OBSERVATION``, with its defaults (the bench and the step-cost chooser)."""
+    parser.add_argument("--observe-state-change", action=argparse.BooleanOptionalAction,
+                        default=BenchSettings.observe_state_change,
+                        help="the env observation carries log(1 + state change) (LatentReasoningConfig; default: %(default)s)")
+    parser.add_argument("--observe-latent", action=argparse.BooleanOptionalAction,
+                        default=BenchSettings.observe_latent,
+                        help="the env observation leads with the latent state; without it the ranking statistics "
+                             "only, which cannot identify a user (LatentReasoningConfig.observe_latent; default: %(default)s)")
 
 
 def row(name: str, users: np.ndarray, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
@@ -272,8 +289,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         return _finish(key, split, histories, rows, timings, recorded, out_dir)
     step_cost = recorded["step_cost"] = STEP_COST[key] if run.step_cost is None else run.step_cost
     base = {"data_path": str(data_path), "checkpoint": str(ckpt.spt), "step_cost": step_cost, "max_depth": 12,
-            "observe_state_change": run.observe_state_change,
-            "observe_latent": run.observe_latent}
+            **observation_config(run)}
     env = LatentReasoningVectorEnv(512, dict(base, split="test"))
     policies: dict[str, ActFn] = {f"fixed_depth_{k}": fixed_depth(k) for k in (1, 2, 3, 4, 8)}
     policies["random_halting"] = random_halting()
@@ -417,26 +433,20 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("runs/lares"))
     parser.add_argument("--ckpt-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", choices=list(DATASETS))
-    parser.add_argument("--ppo-timesteps", type=int, default=10000)
-    parser.add_argument("--rllib-iterations", type=int, default=2, help="0 skips RLlib")
+    parser.add_argument("--ppo-timesteps", type=int, default=BenchSettings.ppo_timesteps)
+    parser.add_argument("--rllib-iterations", type=int, default=BenchSettings.rllib_iterations, help="0 skips RLlib")
     parser.add_argument("--max-env-users", type=int, default=None,
                         help="a random subset of this many test users for the env-run policies (default: all)")
     parser.add_argument("--step-cost", type=float, default=None,
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
-    parser.add_argument("--shaping", choices=SHAPING, default="potential", help="PPO training reward shaping")
-    parser.add_argument("--seed", type=int, default=0, help="PPO seeds, initial noise, the env's test-user subset")
-    parser.add_argument("--draws", type=int, default=8,
+    parser.add_argument("--shaping", choices=SHAPING, default=BenchSettings.shaping, help="PPO training reward shaping")
+    parser.add_argument("--seed", type=int, default=BenchSettings.seed, help="PPO seeds, initial noise, the env's test-user subset")
+    parser.add_argument("--draws", type=int, default=BenchSettings.draws,
                         help="noise draws of the initial reasoning state per test user (LARES and env rows)")
     parser.add_argument("--reuse-agents", action="store_true",
                         help="load the PPO agents a previous run saved under --out (same seed and settings) "
                              "instead of training them: re-evaluation under a changed protocol")
-    parser.add_argument("--observe-state-change", action=argparse.BooleanOptionalAction,
-                        default=BenchSettings.observe_state_change,
-                        help="the env observation carries log(1 + state change) (LatentReasoningConfig; default: %(default)s)")
-    parser.add_argument("--observe-latent", action=argparse.BooleanOptionalAction,
-                        default=BenchSettings.observe_latent,
-                        help="the env observation leads with the latent state; without it the ranking statistics "
-                             "only, which cannot identify a user (LatentReasoningConfig.observe_latent; default: %(default)s)")
+    add_observation_flags(parser)
     parser.add_argument("--calibration-fold", type=int, choices=range(N_FOLDS), default=None,
                         help=f"train the PPO agents without the validation users u %% {N_FOLDS} == this fold and "
                              "calibrate their budget thresholds on that fold (default: all validation users)")

@@ -7,9 +7,9 @@ ML-100K's prefix SPT, 0.1251 NDCG@10 at 2.5 steps against 0.1201 for fixed depth
 
 Protocol, per dataset and candidate cost:
 
-1. SB3 PPO with the env's experiment-file settings (as ``bench_lares`` trains it) on the validation
-   targets of the users outside fold ``fold`` of ``n_folds`` (user index modulo ``n_folds``; the env's
-   ``holdout_fold``).
+1. SB3 PPO with the env's experiment-file settings and the bench's observation (``BenchSettings``, the same
+   ``--observe-*`` flags; as ``bench_lares`` trains it) on the validation targets of the users outside fold
+   ``fold`` of ``n_folds`` (user index modulo ``n_folds``; the env's ``holdout_fold``).
 2. The policy and fixed depths 2/3/4 play the held-out fold's validation targets, ``draws`` episodes
    per user with the same initial-noise seeds for every policy. One draw per user is a lottery:
    on ML-100K's 943 validation users the gain of depth 4 over depth 2 ranges from 0.0004 to 0.0061
@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from agents.baselines.latent_reasoning import draw_seeds
-from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, fixed_depth, greedy, halting_draws, ppo_sb3
+from benchmarks.bench_lares import (DATA, DATASETS, RESULTS, ActFn, add_observation_flags, fixed_depth, greedy,
+                                    halting_draws, observation_config, ppo_sb3)
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
 from envs.config import make_config
@@ -85,12 +86,13 @@ def choose(rows: list[dict]) -> tuple[float, bool]:
 
 
 def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int, fold: int, n_folds: int,
-        seed: int, jobs: int, out_dir: Path) -> dict:
+        seed: int, jobs: int, out_dir: Path, observation: dict[str, bool]) -> dict:
+    """Every candidate cost trained and played (``observation``: the env keys of the agents' observation)."""
     ckpt = Checkpoints.under(ckpt_dir, key)
     if not ckpt.spt.is_file():
         raise FileNotFoundError(f"no LARES-SPT checkpoint at {ckpt.spt}; build it first: "
                                 f"python -m benchmarks.bench_lares --ckpt-dir {ckpt_dir} --only {key} --models-only")
-    config = {"data_path": str(DATA / DATASETS[key]), "checkpoint": str(ckpt.spt), "max_depth": 12}
+    config = {"data_path": str(DATA / DATASETS[key]), "checkpoint": str(ckpt.spt), "max_depth": 12, **observation}
     users = fold_users(config, fold, n_folds)
     fixed = {f"fixed_depth_{k}": play(config, users, fixed_depth(k), draws, seed) for k in (2, 3, 4)}
     ref_ndcg, ref_steps = fixed[REFERENCE]
@@ -109,15 +111,16 @@ def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])
     return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds,
-            "users": len(users), "draws": draws, "timesteps": timesteps, "seed": seed, "rows": rows, "chosen": chosen,
-            "meets_steps_budget": meets}
+            "users": len(users), "draws": draws, "timesteps": timesteps, "seed": seed, "observation": observation,
+            "rows": rows, "chosen": chosen, "meets_steps_budget": meets}
 
 
 def markdown(res: dict) -> str:
     lines = [f"# {res['dataset']}: choosing the halting step cost on held-out validation users", "",
              f"SB3 PPO trained ({res['timesteps']} steps, seed {res['seed']}) on the validation targets of the users "
              f"outside fold {res['fold']} of {res['n_folds']}; every policy played on the fold's {res['users']} users, "
-             f"{res['draws']} noise draws each (per-user mean NDCG@10; paired 95% bootstrap CI over users).", "",
+             f"{res['draws']} noise draws each (per-user mean NDCG@10; paired 95% bootstrap CI over users). "
+             f"Observation: {', '.join(f'{k}={v}' for k, v in res['observation'].items())}.", "",
              f"| policy | step cost | NDCG@10 | mean steps | - {REFERENCE} [95% CI] | steps ratio |",
              "|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -131,7 +134,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=list(DATASETS), required=True)
     parser.add_argument("--ckpt-dir", type=Path, required=True, help="bench_lares's checkpoint folder")
@@ -143,13 +146,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="candidate costs trained at once (processes)")
     parser.add_argument("--out", type=Path, default=Path("runs/lares_step_cost"))
-    a = parser.parse_args()
+    add_observation_flags(parser)
+    a = parser.parse_args(argv)
     for name, value, ok in (("--costs", a.costs, all(c >= 0 for c in a.costs)), ("--draws", a.draws, a.draws >= 1),
                             ("--fold", a.fold, 0 <= a.fold < a.n_folds), ("--jobs", a.jobs, a.jobs >= 1)):
         if not ok:
             parser.error(f"{name} = {value} is invalid (costs >= 0, draws >= 1, 0 <= fold < n_folds, jobs >= 1)")
+    return a
+
+
+def main() -> None:
+    a = parse_args()
     torch.set_num_threads(1)
-    res = run(a.dataset, a.ckpt_dir, a.costs, a.ppo_timesteps, a.draws, a.fold, a.n_folds, a.seed, a.jobs, a.out)
+    res = run(a.dataset, a.ckpt_dir, a.costs, a.ppo_timesteps, a.draws, a.fold, a.n_folds, a.seed, a.jobs, a.out,
+              observation_config(a))
     text = markdown(res)
     print(text, flush=True)
     for folder in (a.out, RESULTS):

@@ -261,6 +261,21 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
         main(["--default-world", "--phase", "spt", "--dropout", "1", "--out", str(out)])
 
 
+def test_cli_passes_the_rpt_reward_and_kl_weight(tmp_path, monkeypatch):
+    import agents.lares_post_training as post_training
+
+    seen = []
+    monkeypatch.setattr(post_training, "train_rpt", lambda model, split, config: seen.append(config) or (model, []))
+    out = tmp_path / "m.pt"
+    post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
+                        "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--out", str(out)])
+    assert (seen[0].reward, seen[0].k, seen[0].beta) == ("ndcg", 20, 0.5)
+    assert (tmp_path / "m_rpt.pt").is_file()
+    with pytest.raises(ValueError, match="beta = -1.0"):
+        post_training.main(["--default-world", "--phase", "rpt", "--init", str(out), "--rpt-beta", "-1",
+                            "--out", str(out)])
+
+
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
 def test_train_rpt_returns_its_best_validation_entry(tiny_split, lr):
     """RPT returns the model of its best validation entry; epoch -1 (the SPT model itself) when nothing beat it."""

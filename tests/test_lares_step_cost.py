@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from benchmarks.bench_lares import fixed_depth, halting_episodes
-from benchmarks.lares_step_cost import choose, fold_users, play
+from benchmarks.bench_lares import BenchSettings, fixed_depth, halting_episodes, observation_config
+from benchmarks.lares_step_cost import choose, fold_users, parse_args, play
 from envs.latent_reasoning import LatentReasoningVectorEnv
 
 
@@ -41,3 +41,13 @@ def test_play_averages_the_draws_of_each_user():
 )
 def test_choose(rows, chosen, meets):
     assert choose(rows) == (chosen, meets)
+
+
+def test_the_agents_observe_what_the_bench_agents_observe():
+    """The cost is chosen for the bench's agents: same observation by default, and the same flags change it."""
+    required = ["--dataset", "ml-100k", "--ckpt-dir", "ckpt", "--costs", "0.001"]
+    assert observation_config(parse_args(required)) == observation_config(BenchSettings())
+    flipped = parse_args(required + ["--observe-latent", "--no-observe-state-change"])
+    assert observation_config(flipped) == {"observe_latent": True, "observe_state_change": False}
+    with pytest.raises(SystemExit):
+        parse_args(required + ["--draws", "0"])
