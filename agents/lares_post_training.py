@@ -533,7 +533,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rpt-reward", choices=("recall", "ndcg"), default=RPTConfig.reward,
                    help="the rollout reward: Recall@k or NDCG@k of the last step")
     p.add_argument("--rpt-k", type=int, default=RPTConfig.k, help="the reward's cutoff k")
-    p.add_argument("--rpt-beta", type=float, default=RPTConfig.beta, help="weight of the k3 KL term to the frozen reference")
+    p.add_argument("--rpt-beta", type=float, default=RPTConfig.beta,
+                   help="weight of the k3 KL term to the frozen reference")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)

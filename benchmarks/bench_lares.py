@@ -157,11 +157,13 @@ def add_observation_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of ``BenchSettings.OBSERVATION``, with its defaults (the bench and the step-cost chooser)."""
     parser.add_argument("--observe-state-change", action=argparse.BooleanOptionalAction,
                         default=BenchSettings.observe_state_change,
-                        help="the env observation carries log(1 + state change) (LatentReasoningConfig; default: %(default)s)")
+                        help="the env observation carries log(1 + state change) "
+                             "(LatentReasoningConfig; default: %(default)s)")
     parser.add_argument("--observe-latent", action=argparse.BooleanOptionalAction,
                         default=BenchSettings.observe_latent,
                         help="the env observation leads with the latent state; without it the ranking statistics "
-                             "only, which cannot identify a user (LatentReasoningConfig.observe_latent; default: %(default)s)")
+                             "only, which cannot identify a user "
+                             "(LatentReasoningConfig.observe_latent; default: %(default)s)")
 
 
 def row(name: str, users: np.ndarray, ranks: np.ndarray, steps: np.ndarray | None = None, note: str = "") -> dict:
@@ -440,7 +442,8 @@ if __name__ == "__main__":
     parser.add_argument("--step-cost", type=float, default=None,
                         help=f"env compute cost per reasoning step (default per dataset: {STEP_COST})")
     parser.add_argument("--shaping", choices=SHAPING, default=BenchSettings.shaping, help="PPO training reward shaping")
-    parser.add_argument("--seed", type=int, default=BenchSettings.seed, help="PPO seeds, initial noise, the env's test-user subset")
+    parser.add_argument("--seed", type=int, default=BenchSettings.seed,
+                        help="PPO seeds, initial noise, the env's test-user subset")
     parser.add_argument("--draws", type=int, default=BenchSettings.draws,
                         help="noise draws of the initial reasoning state per test user (LARES and env rows)")
     parser.add_argument("--reuse-agents", action="store_true",
