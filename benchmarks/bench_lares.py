@@ -89,7 +89,9 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # compute cost per extra reasoning step, per dataset, chosen on validation users. ML-100K (prefix-trained
 # SPT): benchmarks/lares_step_cost.py, SB3 PPO trained on 4/5 of the validation users and played on the
 # other 189 (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 /
-# 0.58, all within +-0.001 of fixed depth 4) the best difference: 0.001. Beauty (chosen on the
+# 0.58, all within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state;
+# for the stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until
+# seeds are run at it, README). Beauty (chosen on the
 # window-trained model, kept): depth 1/2/3/4 gains 0.038 / 0.0054 / 0.0004: 0.002 (SB3 PPO with
 # VecNormalize, 3,000 validation users: 0.0667 at 2.51 steps; fixed depth 4: 0.0675)
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.002}
