@@ -135,8 +135,8 @@ class BenchSettings:
     observe_latent: bool = False  # the env observation leads with the latent state (off: statistics only)
     calibration_fold: int | None = None  # agents train without this validation fold and calibrate on it
 
-    RECORDED = ("shaping", "seed", "draws", "observe_state_change", "observe_latent", "calibration_fold")
     OBSERVATION = ("observe_state_change", "observe_latent")  # the env config keys of the agents' observation
+    RECORDED = ("shaping", "seed", "draws", *OBSERVATION, "calibration_fold")
 
     def __post_init__(self) -> None:
         check_field(self, "ppo_timesteps", self.ppo_timesteps >= 1, "an integer >= 1")
