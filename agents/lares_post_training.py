@@ -120,7 +120,7 @@ class RPTConfig:
 
     group_size: int = 4
     beta: float = 1.0
-    reward: str = "recall"  # "recall" or "ndcg" (at k)
+    reward: str = "recall"  # one of REWARDS (at k)
     k: int = 10
     lr: float = 1e-4
     batch_size: int = 128
@@ -135,13 +135,15 @@ class RPTConfig:
     progress: bool = True
     out: Path | None = None
 
+    REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
+
     def __post_init__(self) -> None:
         _check_eval_users("RPTConfig", self.eval_users)
         if self.eval_every is not None and self.eval_every < 1:
             raise ValueError(f"RPTConfig.eval_every = {self.eval_every!r} is invalid; allowed: None or an int >= 1")
         if not 2 <= self.group_size <= 64:
             raise ValueError(f"RPTConfig.group_size = {self.group_size!r} is invalid; allowed: an int in 2..64")
-        if self.reward not in ("recall", "ndcg"):
+        if self.reward not in self.REWARDS:
             raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: 'recall' or 'ndcg'")
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
             if getattr(self, name) < 1:
@@ -530,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
     p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")
     p.add_argument("--rpt-max-instances", type=int, default=RPTConfig.max_instances)
-    p.add_argument("--rpt-reward", choices=("recall", "ndcg"), default=RPTConfig.reward,
+    p.add_argument("--rpt-reward", choices=RPTConfig.REWARDS, default=RPTConfig.reward,
                    help="the rollout reward: Recall@k or NDCG@k of the last step")
     p.add_argument("--rpt-k", type=int, default=RPTConfig.k, help="the reward's cutoff k")
     p.add_argument("--rpt-beta", type=float, default=RPTConfig.beta,
