@@ -24,6 +24,11 @@ run (rollout g: its own step count, initial noise and dropout mask, shared acros
 per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
 step's full ranking with the input items masked, the advantage is group-normalised, and the loss is
 :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step count and noise.
+``dropout`` sets where dropout acts: ``"policy"`` (default, as the authors' code) in the policy's
+rollouts only, with the reference in eval mode, so the KL term is nonzero before any update;
+``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the KL
+then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward,
+the KL and ``mixed``: the share of groups whose G rewards differ, the only ones with a gradient.
 Validation after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT
 model itself included (so RPT never reports a validation loss as a gain).
 
@@ -43,7 +48,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -60,6 +65,7 @@ from simulators.recsys.lares import (
     kl_k3,
     load_lares,
     load_optimizer_state,
+    mixed_share,
     rank_metrics,
     sample_steps,
     save_lares,
@@ -134,8 +140,10 @@ class RPTConfig:
     seed: int = 0
     progress: bool = True
     out: Path | None = None
+    dropout: str = "policy"  # one of DROPOUT: where dropout acts (module docstring)
 
     REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
+    DROPOUT = ("policy", "shared", "off")
 
     def __post_init__(self) -> None:
         _check_eval_users("RPTConfig", self.eval_users)
@@ -145,6 +153,8 @@ class RPTConfig:
             raise ValueError(f"RPTConfig.group_size = {self.group_size!r} is invalid; allowed: an int in 2..64")
         if self.reward not in self.REWARDS:
             raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: 'recall' or 'ndcg'")
+        if self.dropout not in self.DROPOUT:
+            raise ValueError(f"RPTConfig.dropout = {self.dropout!r} is invalid; allowed: one of {self.DROPOUT}")
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
@@ -396,24 +406,48 @@ def rpt_kept_spt(history: list[dict[str, float]]) -> bool:
     return bool(history) and max(history, key=lambda h: h["NDCG@10"])["epoch"] == -1
 
 
+_Out = TypeVar("_Out")
+
+
+def _reference_run(policy_rng: torch.Tensor | None, fn: Callable[..., _Out], *args) -> _Out:
+    """``fn(*args)`` without gradients. With ``policy_rng`` (the torch RNG state taken just before the
+    policy's same call) it draws the policy's dropout masks, and the RNG then continues where the policy's
+    call left it, so the reference does not shift later draws."""
+    if policy_rng is None:
+        with torch.no_grad():
+            return fn(*args)
+    after = torch.get_rng_state()
+    torch.set_rng_state(policy_rng)
+    try:
+        with torch.no_grad():
+            return fn(*args)
+    finally:
+        torch.set_rng_state(after)
+
+
 def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
                    config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss of one batch: G rollouts, group-normalised terminal ranking reward, k3 KL to the reference."""
     c = policy.config
     exclude = _input_mask(inputs, c.n_items)
+
+    def rng_state() -> torch.Tensor | None:
+        return torch.get_rng_state() if config.dropout == "shared" else None
+
+    state = rng_state()
     H, mask = policy.prepare(inputs)
-    with torch.no_grad():
-        H_ref, mask_ref = reference.prepare(inputs)
+    H_ref, mask_ref = _reference_run(state, reference.prepare, inputs)
     losses, rewards, kls = [], [], []
     per_rollout = []
     for _ in range(config.group_size):
         steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
         noise = torch.nn.init.trunc_normal_(torch.empty_like(H), 0.0, 1.0, -3.0, 3.0, generator=gen)
+        state = rng_state()
         logp, scores = _rollout_logps(policy, H, mask, policy.initial_state(H, noise), steps, targets)
+        ref_logp, _ = _reference_run(state, _rollout_logps, reference, H_ref, mask_ref,
+                                     reference.initial_state(H_ref, noise), steps, targets)
         with torch.no_grad():
-            ref_logp, _ = _rollout_logps(reference, H_ref, mask_ref, reference.initial_state(H_ref, noise),
-                                         steps, targets)
             ranks = target_ranks(scores.detach(), targets, exclude)
             r = recall_at_k(ranks, config.k) if config.reward == "recall" else ndcg_at_k(ranks, config.k)
         per_rollout.append((logp, ref_logp))
@@ -424,7 +458,8 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
         losses.append(grpo_loss(logp, ref_logp, A[:, g], config.beta))
         kls.append(kl_k3(ref_logp, logp.detach()).mean().item())
     loss = torch.stack(losses).mean()
-    return loss, {"loss": loss.item(), "reward": R.mean().item(), "kl": float(np.mean(kls))}
+    return loss, {"loss": loss.item(), "reward": R.mean().item(), "kl": float(np.mean(kls)),
+                  "mixed": mixed_share(R)}
 
 
 def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPTConfig()
@@ -441,6 +476,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         inputs, targets = inputs[sub], targets[sub]
     kept = filter_instances(reference, inputs, targets, config.filter_top, config.filter_tries, config.seed)
     inputs, targets = inputs[kept], targets[kept]
+    reference.train(config.dropout == "shared")  # after filter_instances, which scores in eval mode
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
     start = time.time()
@@ -454,7 +490,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         log = {"epoch": epoch, "batch": batch, **{k: v / max(n, 1) for k, v in sums.items()},
                **_valid_metric(policy, split, val_users, config.seed), "elapsed_s": time.time() - start}
         history.append(log)
-        policy.train()
+        policy.train(config.dropout != "off")
         if config.progress:
             tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
         if log["NDCG@10"] > best:
@@ -463,10 +499,10 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
                 save_lares(policy, config.out, meta={"phase": "rpt", "epoch": epoch, "valid": log})
 
     for epoch in range(config.epochs):
-        policy.train()
+        policy.train(config.dropout != "off")
         batches = length_bucketed_batches(lengths, config.batch_size, rng)
         bar = tqdm(batches, desc=f"RPT epoch {epoch}", disable=not config.progress)
-        sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0}, 0
+        sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0, "mixed": 0.0}, 0
         for b, idx in enumerate(bar):
             loss, parts = rpt_batch_loss(policy, reference, trim_padding(torch.from_numpy(inputs[idx])),
                                          torch.from_numpy(targets[idx]), config, rng, gen)
@@ -476,7 +512,8 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
             for key in sums:
                 sums[key] += parts[key] * len(idx)
             n += len(idx)
-            bar.set_postfix(reward=f"{parts['reward']:.3f}", kl=f"{parts['kl']:.4f}")
+            bar.set_postfix(reward=f"{parts['reward']:.3f}", kl=f"{parts['kl']:.4f}",
+                            mixed=f"{parts['mixed']:.2f}")
             if config.time_budget_s and time.time() - start > config.time_budget_s:
                 break
             if config.eval_every and (b + 1) % config.eval_every == 0 and b + 1 < len(batches):
@@ -537,6 +574,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rpt-k", type=int, default=RPTConfig.k, help="the reward's cutoff k")
     p.add_argument("--rpt-beta", type=float, default=RPTConfig.beta,
                    help="weight of the k3 KL term to the frozen reference")
+    p.add_argument("--rpt-dropout", choices=RPTConfig.DROPOUT, default=RPTConfig.dropout,
+                   help="where dropout acts in RPT: the policy's rollouts only, both (the reference replays the "
+                        "policy's masks) or neither")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
@@ -560,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
                             eval_users=args.eval_users or None,
                             seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
                             eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances,
-                            reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta)
+                            reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta,
+                            dropout=args.rpt_dropout)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

@@ -20,6 +20,7 @@ from simulators.recsys.lares import (
     kl_k3,
     load_lares,
     load_optimizer_state,
+    mixed_share,
     sample_steps,
     save_lares,
     spt_loss,
@@ -172,6 +173,8 @@ def test_group_advantages_hand_computed():
     std = math.sqrt(1 / 3)  # unbiased std of [1, 0, 0, 1]
     expected = torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]) / torch.tensor([[std + 1e-4], [1e-4]])
     assert torch.allclose(group_advantages(r), expected)
+    assert mixed_share(r) == 0.5  # the second group's rewards are all equal: no advantage
+    assert mixed_share(torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.3, 0.3], [1.0, 0.0]])) == 0.5
 
 
 def test_kl_k3_and_grpo_loss_hand_computed():
@@ -268,12 +271,33 @@ def test_cli_passes_the_rpt_reward_and_kl_weight(tmp_path, monkeypatch):
     monkeypatch.setattr(post_training, "train_rpt", lambda model, split, config: seen.append(config) or (model, []))
     out = tmp_path / "m.pt"
     post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
-                        "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--out", str(out)])
-    assert (seen[0].reward, seen[0].k, seen[0].beta) == ("ndcg", 20, 0.5)
+                        "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
+                        "--out", str(out)])
+    assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout) == ("ndcg", 20, 0.5, "shared")
     assert (tmp_path / "m_rpt.pt").is_file()
     with pytest.raises(ValueError, match="beta = -1.0"):
         post_training.main(["--default-world", "--phase", "rpt", "--init", str(out), "--rpt-beta", "-1",
                             "--out", str(out)])
+
+
+def test_rpt_dropout_option_sets_the_kl_before_the_weights_move(tiny_split):
+    """With weights that do not move (lr 1e-12), "policy" dropout alone makes the KL to the reference
+    positive; "shared" (the reference replays the policy's masks) and "off" leave it at zero. "shared" does
+    not change the policy's draws: its rewards equal "policy"'s."""
+    from agents.lares_post_training import train_rpt
+
+    spt = LARES(LARESConfig(**{**TINY, "dropout": 0.3})).eval()
+    logs = {}
+    for dropout in RPTConfig.DROPOUT:
+        config = RPTConfig(epochs=1, lr=1e-12, batch_size=16, eval_users=None, filter_top=30, progress=False,
+                           dropout=dropout)
+        logs[dropout] = train_rpt(spt, tiny_split, config)[1][-1]
+    assert logs["policy"]["kl"] > 1e-5
+    assert logs["shared"]["kl"] < 1e-9 and logs["off"]["kl"] < 1e-9
+    assert logs["shared"]["reward"] == logs["policy"]["reward"] != logs["off"]["reward"]
+    assert 0.0 < logs["policy"]["mixed"] < 1.0
+    with pytest.raises(ValueError, match="dropout = 'both'"):
+        RPTConfig(dropout="both")
 
 
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one

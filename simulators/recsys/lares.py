@@ -296,6 +296,12 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
 
 
+def mixed_share(rewards: torch.Tensor) -> float:
+    """Share of groups (rows of ``[B, G]`` rewards) whose G rewards are not all equal: the others have
+    zero advantage, so only these carry a policy-gradient signal."""
+    return float((rewards != rewards[:, :1]).any(dim=1).float().mean())
+
+
 def kl_k3(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(pi || ref) per sample: ``exp(ref - lp) - (ref - lp) - 1`` (>= 0)."""
     d = ref_logp - logp
