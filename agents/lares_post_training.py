@@ -64,7 +64,7 @@ from simulators.recsys.lares import (
     group_advantages,
     kl_k3,
     load_lares,
-    load_optimizer_state,
+    load_lares_and_optimizer,
     mixed_share,
     rank_metrics,
     sample_steps,
@@ -343,7 +343,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
 def _resumed(model: LARES, opt: torch.optim.Optimizer, path: Path) -> list[dict[str, float]]:
     """Load the SPT checkpoint ``path`` into ``model`` (same config required) and its Adam moments, if saved,
     into ``opt`` (keeping ``opt``'s learning rate and weight decay); returns the checkpoint's epoch history."""
-    prior = load_lares(path)
+    prior, saved = load_lares_and_optimizer(path)
     if prior.config != model.config:
         diff = {k: (getattr(prior.config, k), getattr(model.config, k)) for k in vars(model.config)
                 if getattr(prior.config, k) != getattr(model.config, k)}
@@ -354,7 +354,6 @@ def _resumed(model: LARES, opt: torch.optim.Optimizer, path: Path) -> list[dict[
                          f"{prior.meta.get('phase')!r}, history {'present' if 'history' in prior.meta else 'absent'}); "
                          "allowed: a file train_spt's caller saved with meta phase 'spt' and its history")
     model.load_state_dict(prior.state_dict())
-    saved = load_optimizer_state(path)
     if saved is not None:
         settings = [{k: g[k] for k in ("lr", "weight_decay")} for g in opt.param_groups]
         opt.load_state_dict(saved)  # this also loads the saved run's lr: the new config's is put back

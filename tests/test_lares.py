@@ -19,7 +19,7 @@ from simulators.recsys.lares import (
     info_nce,
     kl_k3,
     load_lares,
-    load_optimizer_state,
+    load_lares_and_optimizer,
     mixed_share,
     sample_steps,
     save_lares,
@@ -196,7 +196,7 @@ def test_checkpoint_roundtrip_half(tmp_path):
     save_lares(model, tmp_path / "m.pt", half=True, meta={"note": "x"})
     back = load_lares(tmp_path / "m.pt")
     assert back.config == model.config and back.meta == {"note": "x"}
-    assert load_optimizer_state(tmp_path / "m.pt") is None  # saved without one
+    assert load_lares_and_optimizer(tmp_path / "m.pt")[1] is None  # saved without one
     x = _inputs()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.allclose(model(x, 2, generator=g()), back(x, 2, generator=g()), atol=1e-2)
@@ -257,7 +257,7 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
           "--alpha-tla", "0", "--gamma-sla", "0.25", "--dropout", "0.5", "--out", str(out)])
     config = load_lares(out).config
     assert (config.alpha_tla, config.gamma_sla, config.dropout) == (0.0, 0.25, 0.5)
-    assert load_optimizer_state(out)["param_groups"][0]["lr"] == SPTConfig.lr  # resumable: Adam's state is kept
+    assert load_lares_and_optimizer(out)[1]["param_groups"][0]["lr"] == SPTConfig.lr  # resumable: Adam's state is kept
     with pytest.raises(ValueError, match="alpha_tla = -1.0"):
         main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
     with pytest.raises(ValueError, match="dropout = 1.0"):

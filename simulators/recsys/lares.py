@@ -357,15 +357,16 @@ def save_lares(model: LARES, path: str | Path, half: bool = False, meta: dict | 
     torch.save({"config": asdict(model.config), "state_dict": state, "meta": meta or {}, **extra}, path)
 
 
-def load_optimizer_state(path: str | Path) -> dict | None:
-    """The optimizer ``state_dict`` a :func:`save_lares` file holds, or None (saved without one)."""
-    return torch.load(path, map_location="cpu", weights_only=True).get("optimizer")
-
-
-def load_lares(path: str | Path) -> LARES:
-    """Load a checkpoint written by :func:`save_lares` (weights as float32, eval mode)."""
+def load_lares_and_optimizer(path: str | Path) -> tuple[LARES, dict | None]:
+    """A :func:`save_lares` file's model (weights as float32, eval mode) and the optimizer ``state_dict``
+    it holds, or None (saved without one); the file is read once."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = LARES(LARESConfig(**ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     model.meta = ckpt.get("meta", {})
-    return model.eval()
+    return model.eval(), ckpt.get("optimizer")
+
+
+def load_lares(path: str | Path) -> LARES:
+    """Load a checkpoint written by :func:`save_lares` (weights as float32, eval mode)."""
+    return load_lares_and_optimizer(path)[0]
