@@ -28,7 +28,7 @@ step's full ranking with the input items masked, the advantage is group-normalis
 rollouts only, with the reference in eval mode, so the KL term is nonzero before any update;
 ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the KL
 then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward,
-the KL and ``mixed``: the share of groups whose G rewards differ, the only ones with a gradient.
+the KL and ``mixed``: the share of groups whose G rewards differ (the others get no policy gradient).
 Validation after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT
 model itself included (so RPT never reports a validation loss as a gain).
 
@@ -410,18 +410,12 @@ _Out = TypeVar("_Out")
 
 def _reference_run(policy_rng: torch.Tensor | None, fn: Callable[..., _Out], *args) -> _Out:
     """``fn(*args)`` without gradients. With ``policy_rng`` (the torch RNG state taken just before the
-    policy's same call) it draws the policy's dropout masks, and the RNG then continues where the policy's
-    call left it, so the reference does not shift later draws."""
-    if policy_rng is None:
-        with torch.no_grad():
-            return fn(*args)
-    after = torch.get_rng_state()
-    torch.set_rng_state(policy_rng)
-    try:
-        with torch.no_grad():
-            return fn(*args)
-    finally:
-        torch.set_rng_state(after)
+    policy's same call) it draws the policy's dropout masks; the RNG state is restored afterwards, so the
+    reference does not shift later draws."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[], enabled=policy_rng is not None):
+        if policy_rng is not None:
+            torch.set_rng_state(policy_rng)
+        return fn(*args)
 
 
 def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
