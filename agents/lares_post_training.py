@@ -24,7 +24,7 @@ run (rollout g: its own step count, initial noise and dropout mask, shared acros
 per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
 step's full ranking with the input items masked, the advantage is group-normalised, and the loss is
 :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step count and noise.
-``dropout`` sets where dropout acts: ``"policy"`` (default, as the authors' code) in the policy's
+``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the option) in the policy's
 rollouts only, with the reference in eval mode, so the KL term is nonzero before any update;
 ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the KL
 then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward,
