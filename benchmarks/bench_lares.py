@@ -34,7 +34,7 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   every policy).
 
 The four checkpoints live under ``--ckpt-dir``; missing ones are trained first with the measured
-models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes and their wall-clock budgets).
+models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes, their epoch caps and budgets).
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_lares --out runs/lares --ckpt-dir ckpt
 
