@@ -11,8 +11,8 @@ folder as::
 :func:`build_checkpoints` trains whichever are missing, in that order, with the dataset's
 :class:`Recipe` (``RECIPES``: the settings of the measured models, see the README), so a clean machine
 reproduces the benchmark with one command. Files that exist are used as they are. The SPT recipes cap
-epochs, so they rebuild the measured SPT models on any machine; SASRec, the control and RPT keep the
-measured runs' wall-clock caps, so a slower or busier machine may stop those earlier.
+epochs, so they rebuild the measured SPT models on any machine; the wall-clock caps that remain (SASRec's,
+ML-100K's control's, RPT's) may stop those runs earlier on a slower or busier machine.
 """
 
 from __future__ import annotations
