@@ -91,10 +91,11 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # other 189 (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 /
 # 0.58, all within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state;
 # for the stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until
-# seeds are run at it, README). Beauty (chosen on the
-# window-trained model, kept): depth 1/2/3/4 gains 0.038 / 0.0054 / 0.0004: 0.002 (SB3 PPO with
-# VecNormalize, 3,000 validation users: 0.0667 at 2.51 steps; fixed depth 4: 0.0675)
-STEP_COST = {"ml-100k": 0.001, "beauty": 0.002}
+# seeds are run at it, README). Beauty (the same chooser on the recipe's prefix-trained SPT, fold 0's
+# 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.68 / 0.60 / 0.63 / 0.52) the
+# best difference: 0.0005, -0.0001 [-0.0009, +0.0006]. At 0.002, chosen on the window-trained model, both
+# agents stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less than the cost
+STEP_COST = {"ml-100k": 0.001, "beauty": 0.0005}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
 PER_USER = "per_user.csv.gz"  # every row's per-user metrics, under <out>/<dataset>/
