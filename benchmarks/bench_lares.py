@@ -86,15 +86,16 @@ DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
-# compute cost per extra reasoning step, per dataset, chosen on validation users. ML-100K (prefix-trained
-# SPT): benchmarks/lares_step_cost.py, SB3 PPO trained on 4/5 of the validation users and played on the
-# other 189 (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 /
-# 0.58, all within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state;
-# for the stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until
-# seeds are run at it, README). Beauty (the same chooser on the recipe's prefix-trained SPT, fold 0's
-# 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.68 / 0.60 / 0.63 / 0.52) the
-# best difference: 0.0005, -0.0001 [-0.0009, +0.0006]. At 0.002, chosen on the window-trained model, both
-# agents stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less than the cost
+# compute cost per extra reasoning step, per dataset, chosen on validation users. ML-100K (the 3-epoch
+# prefix-trained SPT; kept for the converged one, where every halting row met in seeds 0-2):
+# benchmarks/lares_step_cost.py, SB3 PPO trained on 4/5 of the validation users and played on the other 189
+# (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 / 0.58, all
+# within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state; for the
+# stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until seeds
+# are run at it, README). Beauty (the same chooser on the recipe's prefix-trained SPT, fold 0's 4,473 users
+# x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.68 / 0.60 / 0.63 / 0.52) the best
+# difference: 0.0005, -0.0001 [-0.0009, +0.0006]. At 0.002, chosen on the window-trained model, both agents
+# stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less than the cost
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.0005}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
