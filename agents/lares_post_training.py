@@ -22,8 +22,10 @@ RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances
 ``filter_tries`` stochastic scorings (noise + sampled step count). For each batch, G rollouts are
 run (rollout g: its own step count, initial noise and dropout mask, shared across the batch); the
 per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
-step's full ranking with the input items masked, the advantage is group-normalised, and the loss is
-:func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step count and noise.
+step's full ranking with the input items masked, the advantage is group-normalised (``advantage``
+selects it or the variants of :func:`simulators.recsys.lares.rollout_advantages`: its positive part, or 1
+for every rollout as the control), and the loss is :func:`simulators.recsys.lares.grpo_loss` with the
+reference run at the same step count and noise.
 ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the option) in the policy's
 rollouts only, with the reference in eval mode, so the KL term is nonzero before any update;
 ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the KL
@@ -61,12 +63,13 @@ from simulators.recsys.lares import (
     dataset_digest,
     evaluate_ranks,
     grpo_loss,
-    group_advantages,
+    ADVANTAGES,
     kl_k3,
     load_lares,
     load_lares_and_optimizer,
     mixed_share,
     rank_metrics,
+    rollout_advantages,
     sample_steps,
     save_lares,
     spt_loss,
@@ -141,9 +144,11 @@ class RPTConfig:
     progress: bool = True
     out: Path | None = None
     dropout: str = "policy"  # one of DROPOUT: where dropout acts (module docstring)
+    advantage: str = "grpo"  # one of ADVANTAGES (simulators.recsys.lares.rollout_advantages)
 
     REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
     DROPOUT = ("policy", "shared", "off")
+    ADVANTAGES = ADVANTAGES
 
     def __post_init__(self) -> None:
         _check_eval_users("RPTConfig", self.eval_users)
@@ -155,6 +160,8 @@ class RPTConfig:
             raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: 'recall' or 'ndcg'")
         if self.dropout not in self.DROPOUT:
             raise ValueError(f"RPTConfig.dropout = {self.dropout!r} is invalid; allowed: one of {self.DROPOUT}")
+        if self.advantage not in self.ADVANTAGES:
+            raise ValueError(f"RPTConfig.advantage = {self.advantage!r} is invalid; allowed: one of {self.ADVANTAGES}")
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
@@ -446,7 +453,7 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
         per_rollout.append((logp, ref_logp))
         rewards.append(r)
     R = torch.stack(rewards, dim=1)  # [B, G]
-    A = group_advantages(R)
+    A = rollout_advantages(R, config.advantage)
     for g, (logp, ref_logp) in enumerate(per_rollout):
         losses.append(grpo_loss(logp, ref_logp, A[:, g], config.beta))
         kls.append(kl_k3(ref_logp, logp.detach()).mean().item())
@@ -570,6 +577,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rpt-dropout", choices=RPTConfig.DROPOUT, default=RPTConfig.dropout,
                    help="where dropout acts in RPT: the policy's rollouts only, both (the reference replays the "
                         "policy's masks) or neither")
+    p.add_argument("--rpt-advantage", choices=RPTConfig.ADVANTAGES, default=RPTConfig.advantage,
+                   help="per-rollout advantage: GRPO's group-normalised reward, its positive part only, or 1 "
+                        "(CE on the rollouts, the control)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
@@ -594,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
                             eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances,
                             reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta,
-                            dropout=args.rpt_dropout)
+                            dropout=args.rpt_dropout, advantage=args.rpt_advantage)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

@@ -16,6 +16,7 @@ from simulators.recsys.lares import (
     LARESConfig,
     grpo_loss,
     group_advantages,
+    rollout_advantages,
     info_nce,
     kl_k3,
     load_lares,
@@ -175,6 +176,12 @@ def test_group_advantages_hand_computed():
     assert torch.allclose(group_advantages(r), expected)
     assert mixed_share(r) == 0.5  # the second group's rewards are all equal: no advantage
     assert mixed_share(torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.3, 0.3], [1.0, 0.0]])) == 0.5
+    assert torch.equal(rollout_advantages(r), group_advantages(r))
+    assert torch.allclose(rollout_advantages(r, "positive"), expected.clamp(min=0))
+    assert rollout_advantages(r, "positive")[0, 1] == 0.0  # the worse rollouts are not pushed down
+    assert torch.equal(rollout_advantages(r, "uniform"), torch.ones(2, 4))
+    with pytest.raises(ValueError, match="'signed'"):
+        rollout_advantages(r, "signed")
 
 
 def test_kl_k3_and_grpo_loss_hand_computed():
@@ -272,8 +279,9 @@ def test_cli_passes_the_rpt_reward_and_kl_weight(tmp_path, monkeypatch):
     out = tmp_path / "m.pt"
     post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
                         "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
-                        "--out", str(out)])
-    assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout) == ("ndcg", 20, 0.5, "shared")
+                        "--rpt-advantage", "positive", "--out", str(out)])
+    assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage) == (
+        "ndcg", 20, 0.5, "shared", "positive")
     assert (tmp_path / "m_rpt.pt").is_file()
     with pytest.raises(ValueError, match="beta = -1.0"):
         post_training.main(["--default-world", "--phase", "rpt", "--init", str(out), "--rpt-beta", "-1",
@@ -298,6 +306,29 @@ def test_rpt_dropout_option_sets_the_kl_before_the_weights_move(tiny_split):
     assert 0.0 < logs["policy"]["mixed"] < 1.0
     with pytest.raises(ValueError, match="dropout = 'both'"):
         RPTConfig(dropout="both")
+    with pytest.raises(ValueError, match="advantage = 'signed'"):
+        RPTConfig(advantage="signed")
+
+
+def test_rpt_advantage_mode_reaches_the_loss():
+    """With beta 0 and the ratio at 1, the loss is minus the mean advantage over rollouts: 0 for GRPO's
+    group-normalised one, below 0 for its positive part, exactly -1 for the uniform control; the rollouts
+    (rewards) do not depend on the mode."""
+    from agents.lares_post_training import rpt_batch_loss
+
+    torch.manual_seed(0)
+    model = LARES(LARESConfig(**TINY)).eval()
+    inputs, targets = _inputs(16), torch.randint(1, 31, (16,), generator=torch.Generator().manual_seed(1))
+    parts = {}
+    for mode in RPTConfig.ADVANTAGES:
+        config = RPTConfig(beta=0.0, advantage=mode, group_size=8, reward="ndcg", k=30)
+        parts[mode] = rpt_batch_loss(model, model, inputs, targets, config, np.random.default_rng(0),
+                                     torch.Generator().manual_seed(0))[1]
+    assert parts["grpo"]["mixed"] > 0  # else every mode's advantage would be trivially equal
+    assert parts["grpo"]["reward"] == parts["positive"]["reward"] == parts["uniform"]["reward"]
+    assert parts["grpo"]["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert parts["positive"]["loss"] < -0.1
+    assert parts["uniform"]["loss"] == pytest.approx(-1.0)
 
 
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one

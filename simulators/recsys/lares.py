@@ -24,7 +24,7 @@ Model (Liu, Zheng, Wang, Zhao et al., 2025; one implementation shared by trainin
   the same step count (other rows with the same target are not used as negatives). SLA
   (step-level alignment) is a symmetric InfoNCE between the final output and the output of one
   randomly chosen intermediate step.
-- RPT helpers (GRPO): :func:`group_advantages`, :func:`kl_k3`, :func:`grpo_loss`.
+- RPT helpers (GRPO): :func:`group_advantages`, :func:`rollout_advantages`, :func:`kl_k3`, :func:`grpo_loss`.
 
 Checkpoints (:func:`save_lares` / :func:`load_lares`) store the config inside; ``half=True``
 stores float16 weights (the shipped default weights) that load back as float32.
@@ -294,6 +294,27 @@ def spt_loss(model: LARES, inputs: torch.Tensor, targets: torch.Tensor, positive
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """``(r - mean_G) / (std_G + eps)`` over the last axis (G rollouts; unbiased std as in GRPO)."""
     return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+
+
+ADVANTAGES = ("grpo", "positive", "uniform")
+
+
+def rollout_advantages(rewards: torch.Tensor, mode: str = "grpo") -> torch.Tensor:
+    """Per-rollout advantages of ``[B, G]`` rewards.
+
+    ``"grpo"``: :func:`group_advantages`. The per-step action is the target itself, so a negative advantage
+    pushes the ground truth's log-probability down in the rollouts that ranked it worse.
+    ``"positive"``: ``max(grpo, 0)``, only the rollouts above their group's mean are reinforced.
+    ``"uniform"``: 1 for every rollout (CE on the rollouts): the control that separates the reward's
+    signal from more training on the same instances at the same learning rate.
+    """
+    if mode == "grpo":
+        return group_advantages(rewards)
+    if mode == "positive":
+        return group_advantages(rewards).clamp(min=0.0)
+    if mode == "uniform":
+        return torch.ones_like(rewards)
+    raise ValueError(f"advantage mode {mode!r} is invalid; allowed: one of {ADVANTAGES}")
 
 
 def mixed_share(rewards: torch.Tensor) -> float:
