@@ -58,12 +58,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from simulators.recsys.lares import (
+    ADVANTAGES,
     LARES,
     LARESConfig,
     dataset_digest,
     evaluate_ranks,
     grpo_loss,
-    ADVANTAGES,
     kl_k3,
     load_lares,
     load_lares_and_optimizer,
