@@ -77,12 +77,26 @@ def test_traces_bound_the_mean_steps_over_users():
     assert calibrate_stop_threshold(traces, p_stop, upper).steps == pytest.approx(steps)
 
 
+# user 0's NDCG@10 per depth 0 / 0.5 / 1, user 1's 0.2 / 0.2 / 0; thresholds and where each user stops:
+# 0.1: 1 / 1 (0.1); 0.2: 2 / 1 (0.35, 1.5 steps); 0.3: 2 / 1; 0.4: 3 / 1 (0.6, 2.0); 0.6: 3 / 1; 0.9: 3 / 3 (0.5, 3.0)
 @pytest.mark.parametrize("budget, threshold, ndcg, steps", [
     (3.0, 0.4, 0.6, 2.0),  # the best NDCG; 0.6 reaches it too at the same steps, the first found is kept
     (1.5, 0.2, 0.35, 1.5),  # user 0 stops at depth 2 (0.3 >= 0.2), user 1 at depth 1
     (1.0, 0.1, 0.1, 1.0),  # everyone stops after the forced first step
 ])
 def test_stop_threshold_is_the_best_ndcg_within_the_budget(budget, threshold, ndcg, steps):
+    traces = _traces([[0.0, 0.5, 1.0], [0.2, 0.2, 0.0]])
+    p_stop = np.array([[0.1, 0.3, 0.9], [0.6, 0.4, 0.2]])
+    stop = calibrate_stop_threshold(traces, p_stop, budget, select="ndcg")
+    assert (stop.threshold, stop.steps) == (threshold, steps) and stop.ndcg == pytest.approx(ndcg)
+
+
+@pytest.mark.parametrize("budget, threshold, ndcg, steps", [
+    (3.0, 0.9, 0.5, 3.0),  # every step, though 0.4 scores 0.6 at 2 steps
+    (2.5, 0.4, 0.6, 2.0),  # the most steps within 2.5
+    (1.9, 0.2, 0.35, 1.5),
+])
+def test_stop_threshold_spends_the_most_of_the_budget_by_default(budget, threshold, ndcg, steps):
     traces = _traces([[0.0, 0.5, 1.0], [0.2, 0.2, 0.0]])
     p_stop = np.array([[0.1, 0.3, 0.9], [0.6, 0.4, 0.2]])
     stop = calibrate_stop_threshold(traces, p_stop, budget)
@@ -95,6 +109,8 @@ def test_stop_threshold_rejects_bad_input():
         calibrate_stop_threshold(traces, np.zeros((1, 2)))
     with pytest.raises(ValueError, match="max_mean_steps = 0.5"):
         calibrate_stop_threshold(traces, np.zeros((1, 3)), 0.5)
+    with pytest.raises(ValueError, match=r"select = 'recall' is invalid; allowed: one of \('steps', 'ndcg'\)"):
+        calibrate_stop_threshold(traces, np.zeros((1, 3)), select="recall")
 
 
 def test_held_out_traces_keep_the_fold_the_env_never_draws():
@@ -111,14 +127,14 @@ def test_held_out_traces_keep_the_fold_the_env_never_draws():
 
 @pytest.mark.parametrize("field, value", [("ppo_timesteps", 0), ("rllib_iterations", -1), ("max_env_users", 0),
                                           ("step_cost", -0.1), ("shaping", "reward"), ("draws", 0),
-                                          ("calibration_fold", 5)])
+                                          ("calibration_fold", 5), ("budget_select", "recall")])
 def test_bench_settings_reject_bad_values_by_name(field, value):
     with pytest.raises(ValueError, match=f"{field} = {value!r} is invalid; allowed"):
         BenchSettings(**{field: value})
 
 
 def test_bench_settings_record_what_changes_the_results():
-    s = BenchSettings(seed=3, calibration_fold=3, observe_latent=True)
+    s = BenchSettings(seed=3, calibration_fold=3, observe_latent=True, budget_select="ndcg")
     assert {name: getattr(s, name) for name in s.RECORDED} == {
         "shaping": "potential", "seed": 3, "draws": 8, "observe_state_change": True, "observe_latent": True,
-        "calibration_fold": 3}
+        "calibration_fold": 3, "budget_select": "ndcg"}
