@@ -20,11 +20,11 @@ user; NDCG@10 and Recall@10 per user with 95% percentile-bootstrap CIs over user
   calibrated on the validation users for the same 70% budget (``calibrate_stop_threshold``): the one
   spending the most of it (``--budget-select steps``, the default), or the one with the best validation
   NDCG@10 (``ndcg``, the earlier protocol), which the agents' training on those users' targets biases
-  toward early stops (Beauty: 2.0 of 2.8 steps). Both calibrations keep the one-sided 95% upper confidence bound of the mean steps (over users) within the
-  budget, so that it holds on the test users too (calibrated at the mean, three of six agents' test
-  steps went over by 0.0003 to 0.0085 of depth 4's on ML-100K). The greedy
-  agent's steps follow the step cost only loosely: at ML-100K's 0.001, the selection run used 0.65 of
-  fixed depth 4's steps and three bench seeds 0.71-0.76.
+  toward early stops (Beauty: 2.0 of 2.8 steps). Both calibrations keep the one-sided 95% upper
+  confidence bound of the mean steps (over users) within the budget, so that it holds on the test users
+  too (calibrated at the mean, three of six agents' test steps went over by 0.0003 to 0.0085 of depth 4's
+  on ML-100K). The greedy agent's steps follow the step cost only loosely: at ML-100K's 0.001, the
+  selection run used 0.65 of fixed depth 4's steps and three bench seeds 0.71-0.76.
 - Noise draws: LARES starts reasoning from random noise, so every LARES and env row averages each
   user's metrics over ``--draws`` draws (default 8; episode seeds ``seed + 100,000 r``), and the
   budget calibrations use as many validation draws. With one draw the verdict is a lottery: on

@@ -345,7 +345,8 @@ def test_budget_halting_scores_its_threshold_as_the_env_does(tiny):
     assert 1.0 < stop.steps <= 2.5
     env = LatentReasoningVectorEnv(16, dict(tiny, max_depth=6, split="valid", step_cost=0.01))
     ranks, steps = halting_episodes(env, traces.users, act, seed=5)
-    assert np.mean(ndcg_at_k(torch.as_tensor(ranks), 10).numpy()) == pytest.approx(stop.ndcg, abs=1e-9)
+    # float32 metrics against traces summed from float32 rewards; one user stopping elsewhere moves it far more
+    assert np.mean(ndcg_at_k(torch.as_tensor(ranks), 10).numpy()) == pytest.approx(stop.ndcg, abs=1e-6)
     assert np.mean(steps) == pytest.approx(stop.steps)
     # draw r of several is the single-draw trace seeded seed + 100,000 r
     two, n = depth_traces(LatentReasoningConfig(**tiny, max_depth=6), seed=5, batch=16, draws=2), len(traces.users)

@@ -8,8 +8,8 @@ calibrated on the validation users for a mean-step budget (by default 70% of fix
 target the issue sets the learned halting agents). The same offline calibration
 (:func:`calibrate_stop_threshold`) sets a trained halting policy's operating point for a budget: stop
 once its P(STOP) reaches a threshold; by default the threshold spending the most of the budget, since
-the policy's own calibration users are usually the ones it trained on. SASRec is not a reasoning policy; it appears in the results
-table (``benchmarks/bench_lares.py``) directly.
+the policy's calibration users are usually the ones it trained on. SASRec is not a reasoning policy; it
+appears in the results table (``benchmarks/bench_lares.py``) directly.
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ def _improves(best: StateChangeRule | StopThreshold | None, score: tuple[float, 
     ndcg, steps, upper = score
     if upper > max_mean_steps:
         return False
-    key = (steps, ndcg) if select == "steps" else (ndcg, -steps)
-    return best is None or key > ((best.steps, best.ndcg) if select == "steps" else (best.ndcg, -best.steps))
+    if best is None:
+        return True
+    if select == "steps":
+        return (steps, ndcg) > (best.steps, best.ndcg)
+    return (ndcg, -steps) > (best.ndcg, -best.steps)
 
 
 def _check_budget(max_mean_steps: float) -> None:
