@@ -2,7 +2,8 @@
 
 The issue's target for a halting policy: NDCG@10 within the CI of fixed depth 4's or above it (the paired
 difference's 95% CI reaches 0 or lies above it) at no more than 70% of depth 4's mean steps. For each
-``bench_lares`` run (its ``lares.json``) this prints one line per run with every halting row's
+``bench_lares`` run (its ``lares.json``) this prints one line per run with its budget threshold's selection
+(``--budget-select``; runs before the option selected on NDCG@10) and every halting row's
 difference [CI] (steps ratio), bold when met, the met count per row, and how far each calibrated row's
 test NDCG@10 fell below its NDCG@10 on the users it was calibrated on (from the row's note,
 ``bench_lares.CALIBRATION_NOTE``): a large drop marks a policy fitted to those users.
@@ -47,7 +48,7 @@ def calibration_drop(row: dict) -> float | None:
 def table(records: dict[str, dict]) -> str:
     """Markdown: a line per run (keyed by its label), the met counts, the calibration drops."""
     present = [r for r in ROWS if any(p["a"] == r for rec in records.values() for p in rec["paired"])]
-    lines = ["| run | seed | " + " | ".join(present) + " |", "|---|---|" + "---|" * len(present)]
+    lines = ["| run | seed | budget select | " + " | ".join(present) + " |", "|---|---|---|" + "---|" * len(present)]
     counts, drops = dict.fromkeys(present, 0), {r: [] for r in present}
     for label, rec in records.items():
         pairs = {p["a"]: p for p in rec["paired"] if p["b"] == "fixed_depth_4"}
@@ -67,9 +68,10 @@ def table(records: dict[str, dict]) -> str:
             drop = calibration_drop(rows[name])
             if drop is not None:
                 drops[name].append(f"{drop:.4f}")
-        lines.append(f"| {label} | {rec.get('seed', 0)} | " + " | ".join(cells) + " |")
-    lines.append("| met | | " + " | ".join(f"{counts[r]} of {len(records)}" for r in present) + " |")
-    lines.append("| calibration - test NDCG@10 | | " + " | ".join(", ".join(drops[r]) for r in present) + " |")
+        select = rec.get("budget_select", "ndcg")
+        lines.append(f"| {label} | {rec.get('seed', 0)} | {select} | " + " | ".join(cells) + " |")
+    lines.append("| met | | | " + " | ".join(f"{counts[r]} of {len(records)}" for r in present) + " |")
+    lines.append("| calibration - test NDCG@10 | | | " + " | ".join(", ".join(drops[r]) for r in present) + " |")
     return "\n".join(lines)
 
 

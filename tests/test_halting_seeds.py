@@ -34,9 +34,11 @@ def test_table_counts_met_runs_and_lists_drops():
             {"policy": "PPO halting (SB3)", "NDCG@10": 0.09, "note": "frozen SPT, env"}]
     good = {"seed": 3, "rows": rows, "paired": [_pair("state-change halting", -0.001, -0.003, 0.001, 0.69),
                                                 _pair("PPO halting (SB3)", -0.004, -0.006, -0.001, 0.7004)]}
-    text = table({"a": good, "b": dict(good, seed=4)})
-    assert "| a | 3 | **-0.0010 [-0.0030, +0.0010] (0.69)** | -0.0040 [-0.0060, -0.0010] (0.7004) |" in text
-    assert "| met | | 2 of 2 | 0 of 2 |" in text and "| calibration - test NDCG@10 | | 0.0150, 0.0150 |  |" in text
+    text = table({"a": good, "b": dict(good, seed=4, budget_select="steps")})
+    # a record without budget_select selected on NDCG@10
+    assert "| a | 3 | ndcg | **-0.0010 [-0.0030, +0.0010] (0.69)** | -0.0040 [-0.0060, -0.0010] (0.7004) |" in text
+    assert "| b | 4 | steps | **-0.0010" in text
+    assert "| met | | | 2 of 2 | 0 of 2 |" in text and "| calibration - test NDCG@10 | | | 0.0150, 0.0150 |  |" in text
 
 
 def test_load_record_names_the_missing_dataset(tmp_path):
