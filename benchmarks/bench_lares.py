@@ -247,7 +247,7 @@ def greedy(policy: Any) -> ActFn:
 
 
 def budget_halting(policy: Any, traces: DepthTraces, max_mean_steps: float,
-                   select: str = "steps") -> tuple[ActFn, StopThreshold]:
+                   select: str = BenchSettings.budget_select) -> tuple[ActFn, StopThreshold]:
     """A trained halting policy stopping once P(STOP) reaches the threshold calibrated on ``traces``
     (:func:`calibrate_stop_threshold`: on the traces' users the mean steps' 95% upper confidence bound is
     within ``max_mean_steps``; ``select``: the most steps, or the best NDCG@10)."""

@@ -88,7 +88,7 @@ class StateChangeRule:
 
 
 def _improves(best: StateChangeRule | StopThreshold | None, score: tuple[float, float, float],
-              max_mean_steps: float, select: str = "ndcg") -> bool:
+              max_mean_steps: float, select: str) -> bool:
     """A :meth:`DepthTraces.score` whose steps' upper confidence bound is within the budget (so that the
     budget holds on other users too) and that beats ``best``: with ``select="ndcg"`` a higher mean NDCG@10,
     then fewer steps; with ``"steps"`` more mean steps, then a higher NDCG@10."""
@@ -218,7 +218,7 @@ def state_change_rule(traces: DepthTraces, max_mean_steps: float = 2.8) -> State
         for threshold in np.append(candidates, np.inf):
             rule = StateChangeRule(float(threshold), int(min_depth), 0.0, 0.0)
             score = traces.score(rule.decide(change, depths) == STOP)
-            if _improves(best, score, max_mean_steps):
+            if _improves(best, score, max_mean_steps, "ndcg"):
                 best = dataclasses.replace(rule, ndcg=score[0], steps=score[1])
     return best
 
