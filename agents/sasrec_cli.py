@@ -43,7 +43,8 @@ def _train(args: argparse.Namespace) -> int:
                           inner=args.inner, max_len=args.max_len, dropout=args.dropout, attn_dropout=args.attn_dropout)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                         patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
-                        progress=not args.no_progress, instances=args.instances)
+                        progress=not args.no_progress, instances=args.instances, anneal_epochs=args.anneal_epochs,
+                        anneal_lr=args.anneal_lr)
     print(f"{dataset.name}: {dataset.summary()}")
     init = load_checkpoint(args.init_from) if args.init_from else None
     model = train_sasrec(dataset, config, train, out_dir=args.out, init=init)
@@ -93,6 +94,9 @@ def add_sasrec_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     tr.add_argument("--instances", choices=("windows", "prefix"), default=t.instances,
                     help="one window per user (loss at every position) or every (prefix, next item) pair")
     tr.add_argument("--init-from", type=Path, default=None, help="SASRec checkpoint to start from (same architecture)")
+    tr.add_argument("--anneal-epochs", type=int, default=t.anneal_epochs,
+                    help="after early stopping, this many more epochs from the best one at --anneal-lr (0 = none)")
+    tr.add_argument("--anneal-lr", type=float, default=t.anneal_lr, help="learning rate of the --anneal-epochs phase")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train)
     ev = sub.add_parser("evaluate", help="full-ranking Recall/NDCG@{5,10,20} of a checkpoint")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -271,17 +272,19 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
         main(["--default-world", "--phase", "spt", "--dropout", "1", "--out", str(out)])
 
 
-def test_cli_passes_the_rpt_reward_and_kl_weight(tmp_path, monkeypatch):
+def test_cli_passes_the_rpt_settings_and_the_anneal_phase(tmp_path, monkeypatch):
     import agents.lares_post_training as post_training
+    from simulators.recsys.lares import load_lares
 
     seen = []
     monkeypatch.setattr(post_training, "train_rpt", lambda model, split, config: seen.append(config) or (model, []))
     out = tmp_path / "m.pt"
     post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
                         "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
-                        "--rpt-advantage", "positive", "--out", str(out)])
+                        "--rpt-advantage", "positive", "--anneal-epochs", "1", "--anneal-lr", "1e-4", "--out", str(out)])
     assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage) == (
         "ndcg", 20, 0.5, "shared", "positive")
+    assert [h["epoch"] for h in load_lares(out).meta["history"]] == [0, 1]  # the SPT epoch and the low-lr one
     assert (tmp_path / "m_rpt.pt").is_file()
     with pytest.raises(ValueError, match="beta = -1.0"):
         post_training.main(["--default-world", "--phase", "rpt", "--init", str(out), "--rpt-beta", "-1",
@@ -388,3 +391,31 @@ def test_train_spt_resumes_a_checkpoint(tiny_split, tmp_path, lr):
         train_spt(tiny_split, config, SPTConfig(resume_from=path, progress=False))
     with pytest.raises(ValueError, match="at most one"):
         SPTConfig(resume_from=path, init_from=path)
+
+
+def test_train_spt_anneal_phase_equals_a_resume_from_the_best_epoch(tiny_split, tmp_path):
+    """SPTConfig.anneal_epochs continues in-process exactly as resume_from on the main phase's checkpoint at
+    anneal_lr: the same weights, Adam state and epoch logs (bit for bit), the best of both phases kept."""
+    from agents.lares_post_training import train_spt
+
+    config = LARESConfig(**TINY)
+    main = SPTConfig(epochs=2, lr=1e-2, batch_size=16, eval_users=None, progress=False)
+    first, history, adam = train_spt(tiny_split, config, main)
+    path = tmp_path / "spt.pt"
+    save_lares(first, path, meta={"phase": "spt", "history": history}, optimizer=adam)
+    resumed = train_spt(tiny_split, config, dataclasses.replace(main, lr=3e-3, resume_from=path))
+    annealed = train_spt(tiny_split, config, dataclasses.replace(main, anneal_epochs=2, anneal_lr=3e-3))
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "elapsed_s"} for h in hist]  # noqa: E731
+    assert [h["epoch"] for h in annealed.history] == [0, 1, 2, 3]
+    assert strip(annealed.history) == strip(resumed.history)
+    for a, b in zip(annealed.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert str(annealed.optimizer_state) == str(resumed.optimizer_state)
+    # the phase changed the model (else the comparison above says nothing)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), annealed.model.state_dict().values()))
+
+
+@pytest.mark.parametrize("epochs, lr", [(-1, None), (2, None), (0, 1e-4), (2, 0.0)])
+def test_spt_config_rejects_a_bad_anneal_phase(epochs, lr):
+    with pytest.raises(ValueError, match=f"anneal_(epochs|lr) = {lr!r}" if epochs >= 0 else "anneal_epochs = -1"):
+        SPTConfig(anneal_epochs=epochs, anneal_lr=lr)

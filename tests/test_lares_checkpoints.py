@@ -66,3 +66,6 @@ def test_the_measured_spt_recipes_stop_on_epochs_not_on_the_clock():
     # a wall-clock budget rebuilt ML-100K's 3-epoch SPT as a 7-epoch one on a faster box
     assert {key: (r.spt.epochs, r.spt.time_budget_s) for key, r in RECIPES.items()} == {
         "ml-100k": (15, None), "beauty": (10, None)}
+    # Beauty's SPT and its control both get the low-lr phase (a fair control); ML-100K's neither
+    assert {key: (r.spt.anneal_epochs, r.spt.anneal_lr, r.control.anneal_epochs, r.control.anneal_lr)
+            for key, r in RECIPES.items()} == {"ml-100k": (0, None, 0, None), "beauty": (2, 1e-4, 2, 1e-4)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,20 @@ def one_thread():
 SMALL = {"hidden": 32, "n_layers": 1, "n_heads": 2, "inner": 64, "max_len": 8, "dropout": 0.0, "attn_dropout": 0.0}
 
 
-def _cyclic(n_items: int = 20, n_users: int = 120, length: int = 10, seed: int = 0) -> InteractionDataset:
-    """Every user walks i -> i+1 (mod n) from a random start: the next item is fully predictable."""
+def _cyclic(n_items: int = 20, n_users: int = 120, length: int = 10, seed: int = 0,
+            jump: float = 0.0) -> InteractionDataset:
+    """Every user walks i -> i+1 (mod n) from a random start: the next item is fully predictable, unless
+    ``jump`` > 0: then each step goes to a uniformly random item with that probability instead."""
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, n_items, size=n_users)
     seqs = [(s + np.arange(length)) % n_items + 1 for s in starts]
+    if jump > 0:
+        seqs = []
+        for start in starts:
+            walk = [int(start)]
+            for _ in range(length - 1):
+                walk.append(int(rng.integers(0, n_items)) if rng.random() < jump else (walk[-1] + 1) % n_items)
+            seqs.append(np.array(walk) + 1)
     return InteractionDataset("cyclic", n_items, [str(u) for u in range(n_users)],
                               ["<pad>"] + [str(i) for i in range(1, n_items + 1)], seqs,
                               [""] * (n_items + 1), [()] * (n_items + 1))
@@ -106,6 +116,28 @@ def test_prefix_instances_and_warm_start() -> None:
         TrainConfig(instances="all")
 
 
+def test_anneal_phase_continues_from_the_best_epoch() -> None:
+    """The low-lr phase starts from the best epoch's weights, not the last epoch's: at a vanishing lr its epochs
+    validate exactly as the best one did, and the returned model is the run without the phase."""
+    split = leave_one_out(_cyclic(jump=0.3))
+    config = SASRecConfig(n_items=20, **SMALL)
+    main = TrainConfig(epochs=8, batch_size=32, lr=5e-2, patience=2, progress=False)
+    torch.manual_seed(0)
+    alone = train_sasrec(split, config, main)
+    torch.manual_seed(0)
+    model = train_sasrec(split, config, replace(main, anneal_epochs=2, anneal_lr=1e-12))
+    history, n = model.meta["history"], alone.meta["epochs_run"]
+    assert [h["epoch"] for h in history] == list(range(1, n + 3))
+    best = max(h["valid_NDCG@10"] for h in history[:n])
+    assert history[n - 1]["valid_NDCG@10"] < best  # the main phase ended below its best: the case under test
+    assert [h["valid_NDCG@10"] for h in history[n:]] == pytest.approx([best, best], abs=1e-6)
+    assert model.meta["test"] == pytest.approx(alone.meta["test"])
+    assert model.meta["train_config"]["anneal_lr"] == 1e-12
+    for epochs, lr in ((-1, None), (2, None), (0, 1e-4), (2, 0.0)):
+        with pytest.raises(ValueError, match="TrainConfig.anneal_"):
+            TrainConfig(anneal_epochs=epochs, anneal_lr=lr)
+
+
 def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "Cyc.txt"
     ds = _cyclic(n_users=40)
@@ -113,10 +145,11 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     parser = argparse.ArgumentParser(prog="recrail")
     add_sasrec_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sasrec", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2",
-                              "--max-len", "8", "--hidden", "16", "--layers", "1", "--no-progress"])
+                              "--max-len", "8", "--hidden", "16", "--layers", "1", "--no-progress",
+                              "--anneal-epochs", "1", "--anneal-lr", "1e-4"])
     assert args.func(args) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 2 and 0 <= metrics["test"]["NDCG@10"] <= 1
+    assert metrics["epochs_run"] == 3 and 0 <= metrics["test"]["NDCG@10"] <= 1
     args = parser.parse_args(["sasrec", "evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "run" / "best.pt")])
     assert args.func(args) == 0
     assert '"NDCG@10"' in capsys.readouterr().out

@@ -11,7 +11,8 @@ the softmax over items 1..n_items (the padding column scores -inf).
 Training: every non-padding position of a user's training sequence predicts the next item (cross-
 entropy over all items, computed only where the target is not padding), AdamW, one window of the
 last ``max_len + 1`` training items per user per epoch; early stopping on validation NDCG@10
-(full ranking, history masked) with the best weights restored; optional wall-clock cap.
+(full ranking, history masked) with the best weights restored; optional wall-clock cap and an optional
+low-lr phase after it (``TrainConfig.anneal_epochs``: from the best epoch at ``anneal_lr``).
 ``TrainConfig.instances="prefix"`` trains instead on every (prefix, next item) pair of the training
 sequences, each right-aligned with its loss at the last position only (LARES's SPT instances), and
 ``train_sasrec(init=...)`` starts from a trained model's weights: together, the control that tells
@@ -20,6 +21,7 @@ what LARES's SPT recipe gains without its reasoning steps (README, LARES section
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -64,6 +66,15 @@ class SASRecConfig:
                 raise ValueError(f"SASRecConfig.{name} = {getattr(self, name)!r}; allowed: a float in [0, 1)")
 
 
+def check_anneal_phase(owner: str, epochs: int, lr: float | None) -> None:
+    """Validate a config's low-lr phase: ``anneal_epochs`` >= 0, ``anneal_lr`` > 0 exactly when it is > 0."""
+    if epochs < 0:
+        raise ValueError(f"{owner}.anneal_epochs = {epochs!r} is invalid; allowed: an int >= 0")
+    if (epochs > 0) != (lr is not None) or (lr is not None and lr <= 0):
+        raise ValueError(f"{owner}.anneal_lr = {lr!r} with anneal_epochs = {epochs!r}; allowed: a float > 0 when "
+                         "anneal_epochs > 0, None when it is 0")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and early stopping. ``max_minutes`` caps wall-clock time (None = no cap)."""
@@ -79,8 +90,13 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     instances: str = "windows"  # "windows": one per user, loss at every position; or "prefix" (module docstring)
+    # after early stopping (or the epoch cap or max_minutes): continue from the best epoch's weights and AdamW
+    # moments at anneal_lr for up to anneal_epochs more (same patience, no time cap); the best of both is kept
+    anneal_epochs: int = 0
+    anneal_lr: float | None = None
 
     def __post_init__(self) -> None:
+        check_anneal_phase("TrainConfig", self.anneal_epochs, self.anneal_lr)
         if self.instances not in ("windows", "prefix"):
             raise ValueError(f"TrainConfig.instances = {self.instances!r}; allowed: 'windows' or 'prefix'")
         for name in ("epochs", "batch_size", "patience", "eval_every", "eval_batch_size"):
@@ -286,47 +302,64 @@ def train_sasrec(
         inputs_all, targets_all = (t.numpy() for t in split.train_windows(users, config.max_len))
     lengths = (inputs_all > 0).sum(1)
     out = Path(out_dir) if out_dir is not None else None
-    best_ndcg, best_epoch, best_state, bad = -1.0, 0, None, 0
+    best_ndcg, best_epoch, best_state, best_opt, bad = -1.0, 0, None, None, 0
     history: list[dict] = []
     train_seconds, train_items = 0.0, 0
     start = time.perf_counter()
-    bar = tqdm(range(1, train.epochs + 1), desc="SASRec", disable=not train.progress, unit="epoch")
-    for epoch in bar:
-        model.train()
-        t0 = time.perf_counter()
-        total, n_batches = 0.0, 0
-        for batch in _length_batches(np.arange(len(lengths)), lengths, train.batch_size, rng):
-            inputs = trim_padding(torch.from_numpy(inputs_all[batch]))
-            targets = torch.from_numpy(targets_all[batch, -inputs.shape[1]:])
-            loss = model.loss(inputs, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            n_batches += 1
-            train_items += int((targets > 0).sum())
-        train_seconds += time.perf_counter() - t0
-        record = {"epoch": epoch, "loss": total / n_batches, "epoch_seconds": time.perf_counter() - t0}
-        timed_out = train.max_minutes is not None and time.perf_counter() - start > 60 * train.max_minutes
-        if epoch % train.eval_every == 0 or epoch == train.epochs or timed_out:
-            valid = evaluate_sasrec(model, split, "valid", train.eval_batch_size)
-            record.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
-            if valid["NDCG@10"] > best_ndcg:
-                best_ndcg, best_epoch, bad = valid["NDCG@10"], epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if out is not None:
-                    save_checkpoint(model, out / "best.pt", {"epoch": epoch, "valid": valid, "dataset": split.dataset.name})
-            else:
-                bad += 1
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg10=f"{best_ndcg:.4f}", best=best_epoch)
-        if log is not None:
-            log(record)
-        if out is not None:
-            (out / "log.json").write_text(json.dumps(history, indent=1))
-        if bad >= train.patience or timed_out:
-            break
-    bar.close()
+    phases = [(train.epochs, train.max_minutes)]
+    if train.anneal_epochs:
+        phases.append((train.anneal_epochs, None))
+    last = 0  # the last epoch run
+    for phase, (epochs, max_minutes) in enumerate(phases):
+        if phase:  # the low-lr phase continues from the best epoch, AdamW's moments included
+            model.load_state_dict(best_state)
+            opt.load_state_dict(best_opt)
+            for group in opt.param_groups:
+                group["lr"] = train.anneal_lr
+            bad = 0
+        first, final = last + 1, last + epochs
+        bar = tqdm(range(first, final + 1), desc="SASRec" if phase == 0 else "SASRec, low lr",
+                   disable=not train.progress, unit="epoch")
+        for epoch in bar:
+            model.train()
+            t0 = time.perf_counter()
+            total, n_batches = 0.0, 0
+            for batch in _length_batches(np.arange(len(lengths)), lengths, train.batch_size, rng):
+                inputs = trim_padding(torch.from_numpy(inputs_all[batch]))
+                targets = torch.from_numpy(targets_all[batch, -inputs.shape[1]:])
+                loss = model.loss(inputs, targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item()
+                n_batches += 1
+                train_items += int((targets > 0).sum())
+            train_seconds += time.perf_counter() - t0
+            last = epoch
+            record = {"epoch": epoch, "loss": total / n_batches, "epoch_seconds": time.perf_counter() - t0}
+            timed_out = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
+            if (epoch - first + 1) % train.eval_every == 0 or epoch == final or timed_out:
+                valid = evaluate_sasrec(model, split, "valid", train.eval_batch_size)
+                record.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
+                if valid["NDCG@10"] > best_ndcg:
+                    best_ndcg, best_epoch, bad = valid["NDCG@10"], epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if train.anneal_epochs:
+                        best_opt = copy.deepcopy(opt.state_dict())
+                    if out is not None:
+                        save_checkpoint(model, out / "best.pt",
+                                        {"epoch": epoch, "valid": valid, "dataset": split.dataset.name})
+                else:
+                    bad += 1
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", ndcg10=f"{best_ndcg:.4f}", best=best_epoch)
+            if log is not None:
+                log(record)
+            if out is not None:
+                (out / "log.json").write_text(json.dumps(history, indent=1))
+            if bad >= train.patience or timed_out:
+                break
+        bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
