@@ -329,24 +329,8 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
             rng, gen = _reseeded(config.seed, next_epoch)
         bad = 0
         for epoch in range(next_epoch, next_epoch + epochs):
-            model.train()
-            partners = same_target_partners(targets[:, -1], rng)
-            batches = length_bucketed_batches(lengths, config.batch_size, rng)
-            bar = tqdm(batches, desc=f"SPT epoch {epoch}", disable=not config.progress)
-            sums = {"loss": 0.0, "ce": 0.0, "tla": 0.0, "sla": 0.0}
-            for idx in bar:
-                steps = sample_steps(rng, model_config.train_mean_steps, model_config.train_steps_sigma,
-                                     model_config.max_steps)
-                loss, parts = spt_loss(model, torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx]),
-                                       torch.from_numpy(inputs[partners[idx]]), steps, rng, gen)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                for key in sums:
-                    sums[key] += parts[key] * len(idx)
-                bar.set_postfix(loss=f"{parts['loss']:.3f}", steps=steps)
-            log = {"epoch": epoch, **{k: v / len(targets) for k, v in sums.items()},
-                   **_valid_metric(model, split, val_users, config.seed),
+            losses = _spt_epoch(model, opt, inputs, targets, lengths, config, rng, gen, f"SPT epoch {epoch}")
+            log = {"epoch": epoch, **losses, **_valid_metric(model, split, val_users, config.seed),
                    "elapsed_s": elapsed_before + time.time() - start}
             history.append(log)
             next_epoch = epoch + 1
@@ -364,6 +348,29 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
                 break
     model.load_state_dict(best_state)
     return SPTResult(model.eval(), history, best_opt)
+
+
+def _spt_epoch(model: LARES, opt: torch.optim.Optimizer, inputs: np.ndarray, targets: np.ndarray,
+               lengths: np.ndarray, config: SPTConfig, rng: np.random.Generator, gen: torch.Generator,
+               desc: str) -> dict[str, float]:
+    """One SPT pass over the instances (one step count per batch, TLA partners redrawn); returns the mean
+    loss and its parts per instance."""
+    model.train()
+    c = model.config
+    partners = same_target_partners(targets[:, -1], rng)
+    bar = tqdm(length_bucketed_batches(lengths, config.batch_size, rng), desc=desc, disable=not config.progress)
+    sums = {"loss": 0.0, "ce": 0.0, "tla": 0.0, "sla": 0.0}
+    for idx in bar:
+        steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
+        loss, parts = spt_loss(model, torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx]),
+                               torch.from_numpy(inputs[partners[idx]]), steps, rng, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for key in sums:
+            sums[key] += parts[key] * len(idx)
+        bar.set_postfix(loss=f"{parts['loss']:.3f}", steps=steps)
+    return {k: v / len(targets) for k, v in sums.items()}
 
 
 def _reseeded(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
