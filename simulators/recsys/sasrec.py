@@ -264,6 +264,25 @@ def _length_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int, rng:
         yield batches[b]
 
 
+def _train_epoch(model: SASRec, opt: torch.optim.Optimizer, inputs_all: np.ndarray, targets_all: np.ndarray,
+                 lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> tuple[float, int]:
+    """One pass over the training instances in length-sorted batches; returns the mean batch loss and the
+    number of target positions trained on."""
+    model.train()
+    total, n_batches, items = 0.0, 0, 0
+    for batch in _length_batches(np.arange(len(lengths)), lengths, batch_size, rng):
+        inputs = trim_padding(torch.from_numpy(inputs_all[batch]))
+        targets = torch.from_numpy(targets_all[batch, -inputs.shape[1]:])
+        loss = model.loss(inputs, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item()
+        n_batches += 1
+        items += int((targets > 0).sum())
+    return total / n_batches, items
+
+
 def train_sasrec(
     data: InteractionDataset | LeaveOneOutSplit,
     config: SASRecConfig | None = None,
@@ -321,22 +340,12 @@ def train_sasrec(
         bar = tqdm(range(first, final + 1), desc="SASRec" if phase == 0 else "SASRec, low lr",
                    disable=not train.progress, unit="epoch")
         for epoch in bar:
-            model.train()
             t0 = time.perf_counter()
-            total, n_batches = 0.0, 0
-            for batch in _length_batches(np.arange(len(lengths)), lengths, train.batch_size, rng):
-                inputs = trim_padding(torch.from_numpy(inputs_all[batch]))
-                targets = torch.from_numpy(targets_all[batch, -inputs.shape[1]:])
-                loss = model.loss(inputs, targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                n_batches += 1
-                train_items += int((targets > 0).sum())
+            loss, items = _train_epoch(model, opt, inputs_all, targets_all, lengths, train.batch_size, rng)
             train_seconds += time.perf_counter() - t0
+            train_items += items
             last = epoch
-            record = {"epoch": epoch, "loss": total / n_batches, "epoch_seconds": time.perf_counter() - t0}
+            record = {"epoch": epoch, "loss": loss, "epoch_seconds": time.perf_counter() - t0}
             timed_out = max_minutes is not None and time.perf_counter() - start > 60 * max_minutes
             if (epoch - first + 1) % train.eval_every == 0 or epoch == final or timed_out:
                 valid = evaluate_sasrec(model, split, "valid", train.eval_batch_size)
