@@ -78,7 +78,7 @@ from simulators.recsys.lares import (
     trim_padding,
 )
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
-from simulators.recsys.sasrec import check_anneal_phase, load_checkpoint
+from simulators.recsys.sasrec import check_anneal_phase, load_checkpoint, restart_at_lr
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
 
 
@@ -322,10 +322,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         phases.append((config.anneal_epochs, None))
     for phase, (epochs, budget) in enumerate(phases):
         if phase:  # the annealing phase: what resume_from on the best epoch's checkpoint at anneal_lr does
-            model.load_state_dict(best_state)
-            opt.load_state_dict(best_opt)
-            for group in opt.param_groups:
-                group["lr"] = config.anneal_lr
+            restart_at_lr(model, opt, best_state, best_opt, config.anneal_lr)
             rng, gen = _reseeded(config.seed, next_epoch)
         bad = 0
         for epoch in range(next_epoch, next_epoch + epochs):
@@ -599,9 +596,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
     p.add_argument("--resume", type=Path, help="SPT checkpoint to continue SPT from (--epochs more; Adam continues "
                                                 "if the file holds its moments)")
-    p.add_argument("--anneal-epochs", type=int, default=0,
+    p.add_argument("--anneal-epochs", type=int, default=SPTConfig.anneal_epochs,
                    help="after SPT stops, this many more epochs from its best one at --anneal-lr (0 = none)")
-    p.add_argument("--anneal-lr", type=float, default=None, help="learning rate of the --anneal-epochs phase")
+    p.add_argument("--anneal-lr", type=float, default=SPTConfig.anneal_lr,
+                   help="learning rate of the --anneal-epochs phase")
     p.add_argument("--rpt-lr", type=float, default=RPTConfig.lr)
     p.add_argument("--group-size", type=int, default=RPTConfig.group_size)
     p.add_argument("--rpt-eval-every", type=int, default=None, help="validate RPT every this many batches")

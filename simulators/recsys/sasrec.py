@@ -75,6 +75,16 @@ def check_anneal_phase(owner: str, epochs: int, lr: float | None) -> None:
                          "anneal_epochs > 0, None when it is 0")
 
 
+def restart_at_lr(model: torch.nn.Module, opt: torch.optim.Optimizer, weights: dict, opt_state: dict,
+                  lr: float) -> None:
+    """Put a model and its optimizer back to a saved epoch (weights and moments) and set the learning rate:
+    the start of a low-lr phase (``anneal_epochs``) in SASRec's and LARES-SPT's training loops."""
+    model.load_state_dict(weights)
+    opt.load_state_dict(opt_state)  # this also restores the saved lr, replaced below
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and early stopping. ``max_minutes`` caps wall-clock time (None = no cap)."""
@@ -331,10 +341,7 @@ def train_sasrec(
     last = 0  # the last epoch run
     for phase, (epochs, max_minutes) in enumerate(phases):
         if phase:  # the low-lr phase continues from the best epoch, AdamW's moments included
-            model.load_state_dict(best_state)
-            opt.load_state_dict(best_opt)
-            for group in opt.param_groups:
-                group["lr"] = train.anneal_lr
+            restart_at_lr(model, opt, best_state, best_opt, train.anneal_lr)
             bad = 0
         first, final = last + 1, last + epochs
         bar = tqdm(range(first, final + 1), desc="SASRec" if phase == 0 else "SASRec, low lr",
