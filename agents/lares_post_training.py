@@ -78,7 +78,7 @@ from simulators.recsys.lares import (
     trim_padding,
 )
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
-from simulators.recsys.sasrec import check_anneal_phase, load_checkpoint, restart_at_lr
+from simulators.recsys.sasrec import check_anneal_phase, load_checkpoint, restart_at_lr, snapshot
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
 
 
@@ -315,7 +315,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
         history.append({"epoch": -1, **_valid_metric(model, split, val_users, config.seed), "elapsed_s": 0.0})
     if config.resume_from is not None:  # the resumed model competes; fresh draws, not a replay of epoch 0's
         best = _valid_metric(model, split, val_users, config.seed)["NDCG@10"]
-        best_state, best_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+        best_state, best_opt = snapshot(model, opt)
         rng, gen = _reseeded(config.seed, next_epoch)
     phases = [(config.epochs, config.time_budget_s)]
     if config.anneal_epochs:
@@ -335,7 +335,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
                 tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
             if log["NDCG@10"] > best:
                 best, bad = log["NDCG@10"], 0
-                best_state, best_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+                best_state, best_opt = snapshot(model, opt)
                 if config.out is not None:
                     save_lares(model, config.out, meta={"phase": "spt", "epoch": epoch, "valid": log},
                                optimizer=best_opt)

@@ -48,8 +48,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{dataset.name}: {dataset.summary()}")
     init = load_checkpoint(args.init_from) if args.init_from else None
     model = train_sasrec(dataset, config, train, out_dir=args.out, init=init)
-    summary = {k: model.meta[k] for k in ("dataset", "best_epoch", "epochs_run", "valid", "test",
-                                          "epochs_per_second", "items_per_second")}
+    summary = {k: model.meta[k] for k in ("dataset", "best_epoch", "init_valid_ndcg10", "epochs_run", "valid",
+                                          "test", "epochs_per_second", "items_per_second")}
     (Path(args.out) / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     print(f"checkpoint: {Path(args.out) / 'best.pt'}")

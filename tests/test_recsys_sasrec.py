@@ -110,6 +110,13 @@ def test_prefix_instances_and_warm_start() -> None:
     # a warm start at a vanishing learning rate keeps the weights it started from
     again = train_sasrec(split, config, TrainConfig(epochs=1, lr=1e-12, progress=False), init=model)
     assert again.meta["test"] == pytest.approx(model.meta["test"])
+    # the init is a candidate: a fine-tune whose epochs all validate below it returns the init's weights
+    ruined = train_sasrec(split, config, TrainConfig(epochs=2, lr=5.0, patience=2, progress=False), init=model)
+    init_ndcg = model.meta["valid"]["NDCG@10"]
+    assert ruined.meta["init_valid_ndcg10"] == pytest.approx(init_ndcg)
+    assert max(h["valid_NDCG@10"] for h in ruined.meta["history"]) < init_ndcg - 0.1  # the case under test
+    assert ruined.meta["best_epoch"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(ruined.state_dict().values(), model.state_dict().values()))
     with pytest.raises(ValueError, match="init has architecture"):
         train_sasrec(split, SASRecConfig(n_items=20, **{**SMALL, "hidden": 16}), TrainConfig(epochs=1), init=model)
     with pytest.raises(ValueError, match="instances"):
@@ -150,6 +157,13 @@ def test_cli_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert args.func(args) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and 0 <= metrics["test"]["NDCG@10"] <= 1
+    assert metrics["init_valid_ndcg10"] is None
+    args = parser.parse_args(["sasrec", "train", "--data", str(data), "--out", str(tmp_path / "tuned"), "--epochs", "1",
+                              "--max-len", "8", "--hidden", "16", "--layers", "1", "--no-progress",
+                              "--init-from", str(tmp_path / "run" / "best.pt")])
+    assert args.func(args) == 0
+    tuned = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+    assert tuned["init_valid_ndcg10"] == pytest.approx(metrics["valid"]["NDCG@10"])
     args = parser.parse_args(["sasrec", "evaluate", "--data", str(data), "--checkpoint", str(tmp_path / "run" / "best.pt")])
     assert args.func(args) == 0
     assert '"NDCG@10"' in capsys.readouterr().out

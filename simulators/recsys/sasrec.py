@@ -293,6 +293,13 @@ def _train_epoch(model: SASRec, opt: torch.optim.Optimizer, inputs_all: np.ndarr
     return total / n_batches, items
 
 
+def snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer, with_opt: bool = True) -> tuple[dict, dict | None]:
+    """Copies of the weights and (with_opt: for a later low-lr phase) the optimizer's state: the best epoch so
+    far in SASRec's and LARES-SPT's training loops."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return weights, copy.deepcopy(opt.state_dict()) if with_opt else None
+
+
 def train_sasrec(
     data: InteractionDataset | LeaveOneOutSplit,
     config: SASRecConfig | None = None,
@@ -306,8 +313,10 @@ def train_sasrec(
     ``config`` defaults to ``SASRecConfig(n_items=dataset.n_items)``. With ``out_dir``, the best
     model is saved to ``out_dir/best.pt`` whenever validation improves and the per-epoch log to
     ``out_dir/log.json``. ``log`` receives each epoch's record. ``init``: start from a copy of this
-    model's weights (its architecture must equal ``config``, dropout rates aside). Returns the best
-    model (eval mode) with ``model.meta`` = training summary (best epoch, valid and test metrics, speed).
+    model's weights (its architecture must equal ``config``, dropout rates aside); the init is itself a
+    candidate (epoch 0, its validation NDCG@10 in ``meta["init_valid_ndcg10"]``), so a fine-tune whose epochs
+    all validate below it returns the init's weights. Returns the best model (eval mode) with ``model.meta`` =
+    training summary (best epoch, valid and test metrics, speed).
     """
     split = data if isinstance(data, LeaveOneOutSplit) else leave_one_out(data)
     config = config or SASRecConfig(n_items=split.n_items)
@@ -332,6 +341,10 @@ def train_sasrec(
     lengths = (inputs_all > 0).sum(1)
     out = Path(out_dir) if out_dir is not None else None
     best_ndcg, best_epoch, best_state, best_opt, bad = -1.0, 0, None, None, 0
+    init_ndcg = None
+    if init is not None:  # the epoch to beat: without it, a fine-tune that only hurts returns a worse model
+        best_ndcg = init_ndcg = evaluate_sasrec(model, split, "valid", train.eval_batch_size)["NDCG@10"]
+        best_state, best_opt = snapshot(model, opt, train.anneal_epochs > 0)
     history: list[dict] = []
     train_seconds, train_items = 0.0, 0
     start = time.perf_counter()
@@ -359,9 +372,7 @@ def train_sasrec(
                 record.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
                 if valid["NDCG@10"] > best_ndcg:
                     best_ndcg, best_epoch, bad = valid["NDCG@10"], epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if train.anneal_epochs:
-                        best_opt = copy.deepcopy(opt.state_dict())
+                    best_state, best_opt = snapshot(model, opt, train.anneal_epochs > 0)
                     if out is not None:
                         save_checkpoint(model, out / "best.pt",
                                         {"epoch": epoch, "valid": valid, "dataset": split.dataset.name})
@@ -384,6 +395,7 @@ def train_sasrec(
     model.meta = {
         "dataset": split.dataset.name,
         "best_epoch": best_epoch,
+        "init_valid_ndcg10": init_ndcg,
         "epochs_run": len(history),
         "valid": valid,
         "test": test,
