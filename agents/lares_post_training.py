@@ -78,7 +78,8 @@ from simulators.recsys.lares import (
     trim_padding,
 )
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
-from simulators.recsys.sasrec import check_anneal_phase, load_checkpoint, restart_at_lr, snapshot
+from simulators.recsys.best_epoch import check_anneal_phase, restart_at_lr, snapshot
+from simulators.recsys.sasrec import load_checkpoint
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
 
 

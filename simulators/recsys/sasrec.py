@@ -21,7 +21,6 @@ what LARES's SPT recipe gains without its reasoning steps (README, LARES section
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .best_epoch import check_anneal_phase, restart_at_lr, snapshot
 from .dataset import InteractionDataset
 from .metrics import evaluate_full_ranking
 from .split import LeaveOneOutSplit, leave_one_out
@@ -64,25 +64,6 @@ class SASRecConfig:
         for name in ("dropout", "attn_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"SASRecConfig.{name} = {getattr(self, name)!r}; allowed: a float in [0, 1)")
-
-
-def check_anneal_phase(owner: str, epochs: int, lr: float | None) -> None:
-    """Validate a config's low-lr phase: ``anneal_epochs`` >= 0, ``anneal_lr`` > 0 exactly when it is > 0."""
-    if epochs < 0:
-        raise ValueError(f"{owner}.anneal_epochs = {epochs!r} is invalid; allowed: an int >= 0")
-    if (epochs > 0) != (lr is not None) or (lr is not None and lr <= 0):
-        raise ValueError(f"{owner}.anneal_lr = {lr!r} with anneal_epochs = {epochs!r}; allowed: a float > 0 when "
-                         "anneal_epochs > 0, None when it is 0")
-
-
-def restart_at_lr(model: torch.nn.Module, opt: torch.optim.Optimizer, weights: dict, opt_state: dict,
-                  lr: float) -> None:
-    """Put a model and its optimizer back to a saved epoch (weights and moments) and set the learning rate:
-    the start of a low-lr phase (``anneal_epochs``) in SASRec's and LARES-SPT's training loops."""
-    model.load_state_dict(weights)
-    opt.load_state_dict(opt_state)  # this also restores the saved lr, replaced below
-    for group in opt.param_groups:
-        group["lr"] = lr
 
 
 @dataclass(frozen=True)
@@ -291,13 +272,6 @@ def _train_epoch(model: SASRec, opt: torch.optim.Optimizer, inputs_all: np.ndarr
         n_batches += 1
         items += int((targets > 0).sum())
     return total / n_batches, items
-
-
-def snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer, with_opt: bool = True) -> tuple[dict, dict | None]:
-    """Copies of the weights and (with_opt: for a later low-lr phase) the optimizer's state: the best epoch so
-    far in SASRec's and LARES-SPT's training loops."""
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return weights, copy.deepcopy(opt.state_dict()) if with_opt else None
 
 
 def train_sasrec(
