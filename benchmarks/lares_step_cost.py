@@ -7,9 +7,10 @@ ML-100K's prefix SPT, 0.1251 NDCG@10 at 2.5 steps against 0.1201 for fixed depth
 
 Protocol, per dataset and candidate cost:
 
-1. SB3 PPO with the env's experiment-file settings and the bench's observation (``BenchSettings``, the same
-   ``--observe-*`` flags; as ``bench_lares`` trains it) on the validation targets of the users outside fold
-   ``fold`` of ``n_folds`` (user index modulo ``n_folds``; the env's ``holdout_fold``).
+1. A PPO agent (``--library``: SB3, or RLlib, whose greedy agent spends other steps at the same cost) with
+   the env's experiment-file settings and the bench's observation (``BenchSettings``, the same ``--observe-*``
+   flags; as ``bench_lares`` trains it) on the validation targets of the users outside fold ``fold`` of
+   ``n_folds`` (user index modulo ``n_folds``; the env's ``holdout_fold``).
 2. The policy and fixed depths 2/3/4 play the held-out fold's validation targets, ``draws`` episodes
    per user with the same initial-noise seeds for every policy. One draw per user is a lottery:
    on ML-100K's 943 validation users the gain of depth 4 over depth 2 ranges from 0.0004 to 0.0061
@@ -19,11 +20,11 @@ Protocol, per dataset and candidate cost:
    mean steps.
 
 The chosen cost: the best paired difference among the costs whose steps ratio is at most 0.7
-(none qualifying: the largest cost, flagged). Writes ``lares_step_cost_<dataset>.md``/``.json`` to
-``--out`` and ``benchmarks/results``; ``bench_lares.STEP_COST`` records the choice.
+(none qualifying: the largest cost, flagged). Writes ``lares_step_cost_<dataset>[_rllib].md``/``.json`` to
+``--out`` and ``benchmarks/results``; ``bench_lares.STEP_COST`` records the choice per library.
 
     nice -n 5 .venv/bin/python -m benchmarks.lares_step_cost --dataset ml-100k --ckpt-dir ckpt \\
-        --costs 0.001 0.0015 0.002 0.003 --jobs 2
+        --costs 0.001 0.0015 0.002 0.003 --jobs 2 [--library rllib]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import torch
 
 from agents.baselines.latent_reasoning import draw_seeds
 from benchmarks.bench_lares import (DATA, DATASETS, RESULTS, ActFn, add_observation_flags, fixed_depth, greedy,
-                                    halting_draws, observation_config, ppo_sb3)
+                                    halting_draws, observation_config, ppo_rllib, ppo_sb3)
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
 from envs.config import make_config
@@ -49,6 +50,7 @@ from simulators.recsys.metrics import ndcg_at_k
 
 MAX_STEPS_RATIO = 0.7  # the issue's compute budget against fixed depth 4
 REFERENCE = "fixed_depth_4"
+LIBRARIES = {"sb3": "SB3", "rllib": "RLlib"}  # --library: the agent's row label
 
 
 def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
@@ -66,13 +68,15 @@ def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> 
     return ndcg_at_k(torch.as_tensor(ranks), 10).mean(0).numpy(), steps.mean(0)
 
 
-def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_folds: int, timesteps: int,
-                   draws: int, seed: int, out_dir: Path) -> tuple[float, np.ndarray, np.ndarray, float]:
-    """One candidate (a worker process): PPO on the other folds' validation targets, played on ``users``."""
+def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_folds: int, library: str,
+                   budget: int, draws: int, seed: int, out_dir: Path) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """One candidate (a worker process): PPO (``library``; ``budget``: SB3 timesteps or RLlib iterations) on
+    the other folds' validation targets, played on ``users``."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = dict(config, split="valid", step_cost=cost, potential_shaping=True, holdout_fold=fold, n_folds=n_folds)
-    act = greedy(ppo_sb3({"config": train}, timesteps, seed, out_dir / f"cost_{cost}"))
+    trainer = ppo_sb3 if library == "sb3" else ppo_rllib
+    act = greedy(trainer({"config": train}, budget, seed, out_dir / library / f"cost_{cost}"))
     ndcg, steps = play(dict(config, step_cost=cost), users, act, draws, seed)
     return cost, ndcg, steps, time.perf_counter() - t0
 
@@ -85,9 +89,10 @@ def choose(rows: list[dict]) -> tuple[float, bool]:
     return max(r["cost"] for r in rows), False
 
 
-def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int, fold: int, n_folds: int,
-        seed: int, jobs: int, out_dir: Path, observation: dict[str, bool]) -> dict:
-    """Every candidate cost trained and played (``observation``: the env keys of the agents' observation)."""
+def run(key: str, ckpt_dir: Path, costs: list[float], library: str, budget: int, draws: int, fold: int,
+        n_folds: int, seed: int, jobs: int, out_dir: Path, observation: dict[str, bool]) -> dict:
+    """Every candidate cost trained (``library``, ``budget``: see :func:`train_and_play`) and played
+    (``observation``: the env keys of the agents' observation)."""
     ckpt = Checkpoints.under(ckpt_dir, key)
     if not ckpt.spt.is_file():
         raise FileNotFoundError(f"no LARES-SPT checkpoint at {ckpt.spt}; build it first: "
@@ -98,26 +103,27 @@ def run(key: str, ckpt_dir: Path, costs: list[float], timesteps: int, draws: int
     ref_ndcg, ref_steps = fixed[REFERENCE]
     context = multiprocessing.get_context("spawn")  # torch and forked workers do not mix
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(train_and_play, config, c, users, fold, n_folds, timesteps, draws, seed, out_dir)
-                   for c in costs]
+        futures = [pool.submit(train_and_play, config, c, users, fold, n_folds, library, budget, draws, seed,
+                               out_dir) for c in costs]
         trained = [f.result() for f in futures]
     rows = []
     for name, (ndcg, steps) in fixed.items():
         rows.append({"policy": name, "cost": None, "ndcg": ndcg.mean(), "steps": steps.mean()})
     for cost, ndcg, steps, seconds in trained:
         d = paired_difference(ndcg, ref_ndcg)
-        rows.append({"policy": "PPO halting (SB3)", "cost": cost, "ndcg": ndcg.mean(), "steps": steps.mean(),
+        rows.append({"policy": f"PPO halting ({LIBRARIES[library]})", "cost": cost, "ndcg": ndcg.mean(), "steps": steps.mean(),
                      "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])
     return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds,
-            "users": len(users), "draws": draws, "timesteps": timesteps, "seed": seed, "observation": observation,
+            "users": len(users), "draws": draws, "library": library, "budget": budget, "seed": seed,
+            "observation": observation,
             "rows": rows, "chosen": chosen, "meets_steps_budget": meets}
 
 
 def markdown(res: dict) -> str:
     lines = [f"# {res['dataset']}: choosing the halting step cost on held-out validation users", "",
-             f"SB3 PPO trained ({res['timesteps']} steps, seed {res['seed']}) on the validation targets of the users "
+             f"{agent_label(res)} trained (seed {res['seed']}) on the validation targets of the users "
              f"outside fold {res['fold']} of {res['n_folds']}; every policy played on the fold's {res['users']} users, "
              f"{res['draws']} noise draws each (per-user mean NDCG@10; paired 95% bootstrap CI over users). "
              f"Observation: {', '.join(f'{k}={v}' for k, v in res['observation'].items())}.", "",
@@ -134,12 +140,26 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def agent_label(res: dict) -> str:
+    """The trained agent and its training budget (records before ``--library`` are SB3 runs with ``timesteps``)."""
+    if res.get("library", "sb3") == "sb3":
+        return f"SB3 PPO ({res.get('budget', res.get('timesteps'))} steps)"
+    return f"RLlib PPO ({res['budget']} iterations)"
+
+
+def results_stem(dataset: str, library: str) -> str:
+    """The results files' name: SB3's keeps the name it had before ``--library``."""
+    return f"lares_step_cost_{dataset}" + ("" if library == "sb3" else f"_{library}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=list(DATASETS), required=True)
     parser.add_argument("--ckpt-dir", type=Path, required=True, help="bench_lares's checkpoint folder")
     parser.add_argument("--costs", type=float, nargs="+", required=True)
-    parser.add_argument("--ppo-timesteps", type=int, default=200_000)
+    parser.add_argument("--library", choices=list(LIBRARIES), default="sb3", help="the PPO agent's library")
+    parser.add_argument("--ppo-timesteps", type=int, default=200_000, help="SB3 PPO training steps")
+    parser.add_argument("--rllib-iterations", type=int, default=200, help="RLlib PPO iterations")
     parser.add_argument("--draws", type=int, default=8, help="noise draws per held-out user")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--n-folds", type=int, default=5)
@@ -149,23 +169,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_observation_flags(parser)
     a = parser.parse_args(argv)
     for name, value, ok in (("--costs", a.costs, all(c >= 0 for c in a.costs)), ("--draws", a.draws, a.draws >= 1),
-                            ("--fold", a.fold, 0 <= a.fold < a.n_folds), ("--jobs", a.jobs, a.jobs >= 1)):
+                            ("--fold", a.fold, 0 <= a.fold < a.n_folds), ("--jobs", a.jobs, a.jobs >= 1),
+                            ("--rllib-iterations", a.rllib_iterations, a.rllib_iterations >= 1)):
         if not ok:
-            parser.error(f"{name} = {value} is invalid (costs >= 0, draws >= 1, 0 <= fold < n_folds, jobs >= 1)")
+            parser.error(f"{name} = {value} is invalid (costs >= 0, draws >= 1, 0 <= fold < n_folds, jobs >= 1, "
+                         "rllib iterations >= 1)")
     return a
 
 
 def main() -> None:
     a = parse_args()
     torch.set_num_threads(1)
-    res = run(a.dataset, a.ckpt_dir, a.costs, a.ppo_timesteps, a.draws, a.fold, a.n_folds, a.seed, a.jobs, a.out,
+    budget = a.ppo_timesteps if a.library == "sb3" else a.rllib_iterations
+    res = run(a.dataset, a.ckpt_dir, a.costs, a.library, budget, a.draws, a.fold, a.n_folds, a.seed, a.jobs, a.out,
               observation_config(a))
     text = markdown(res)
     print(text, flush=True)
     for folder in (a.out, RESULTS):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"lares_step_cost_{a.dataset}.md").write_text(text)
-        (folder / f"lares_step_cost_{a.dataset}.json").write_text(json.dumps(res, indent=1, default=float))
+        stem = results_stem(a.dataset, a.library)
+        (folder / f"{stem}.md").write_text(text)
+        (folder / f"{stem}.json").write_text(json.dumps(res, indent=1, default=float))
 
 
 if __name__ == "__main__":
