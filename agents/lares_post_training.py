@@ -514,7 +514,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
     start = time.time()
     base = _valid_metric(policy, split, val_users, config.seed)
     history = [{"epoch": -1, "instances": float(len(kept)), **base, "elapsed_s": 0.0}]
-    best, best_state = base["NDCG@10"], copy.deepcopy(policy.state_dict())
+    best, best_state = base["NDCG@10"], snapshot(policy)[0]
     opt = torch.optim.Adam(policy.parameters(), lr=config.lr)
 
     def validate(epoch: int, batch: int, sums: dict[str, float], n: int) -> None:
@@ -526,7 +526,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         if config.progress:
             tqdm.write(str({k: round(v, 4) for k, v in log.items()}))
         if log["NDCG@10"] > best:
-            best, best_state = log["NDCG@10"], copy.deepcopy(policy.state_dict())
+            best, best_state = log["NDCG@10"], snapshot(policy)[0]
             if config.out is not None:
                 save_lares(policy, config.out, meta={"phase": "rpt", "epoch": epoch, "valid": log})
 

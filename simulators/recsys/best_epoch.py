@@ -1,7 +1,7 @@
-"""Best-epoch bookkeeping shared by the next-item trainers (SASRec's ``train_sasrec``, LARES's ``train_spt``).
+"""Best-epoch bookkeeping shared by the trainers (SASRec's ``train_sasrec``, LARES's ``train_spt`` and ``train_rpt``).
 
-Both early-stop on validation NDCG@10 and keep the best epoch's weights; with ``anneal_epochs`` > 0 they then
-run a low-lr phase that restarts from that epoch (weights and Adam(W) moments) at ``anneal_lr``.
+All three keep the weights that validate best (NDCG@10); SASRec and SPT, with ``anneal_epochs`` > 0, then run a
+low-lr phase that restarts from that epoch (weights and Adam(W) moments) at ``anneal_lr``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def restart_at_lr(model: torch.nn.Module, opt: torch.optim.Optimizer, weights: d
         group["lr"] = lr
 
 
-def snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer, with_opt: bool = True) -> tuple[dict, dict | None]:
-    """Copies of the weights and (with_opt: for a later low-lr phase) the optimizer's state: the best epoch so
-    far in SASRec's and LARES-SPT's training loops."""
+def snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
+    """Copies of the weights and, given ``opt`` (for a later low-lr phase), of its state: the best epoch so
+    far in the trainers' loops."""
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return weights, copy.deepcopy(opt.state_dict()) if with_opt else None
+    return weights, None if opt is None else copy.deepcopy(opt.state_dict())

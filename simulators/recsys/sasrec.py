@@ -318,7 +318,7 @@ def train_sasrec(
     init_ndcg = None
     if init is not None:  # the epoch to beat: without it, a fine-tune that only hurts returns a worse model
         best_ndcg = init_ndcg = evaluate_sasrec(model, split, "valid", train.eval_batch_size)["NDCG@10"]
-        best_state, best_opt = snapshot(model, opt, train.anneal_epochs > 0)
+        best_state, best_opt = snapshot(model, opt if train.anneal_epochs > 0 else None)
     history: list[dict] = []
     train_seconds, train_items = 0.0, 0
     start = time.perf_counter()
@@ -346,7 +346,7 @@ def train_sasrec(
                 record.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
                 if valid["NDCG@10"] > best_ndcg:
                     best_ndcg, best_epoch, bad = valid["NDCG@10"], epoch, 0
-                    best_state, best_opt = snapshot(model, opt, train.anneal_epochs > 0)
+                    best_state, best_opt = snapshot(model, opt if train.anneal_epochs > 0 else None)
                     if out is not None:
                         save_checkpoint(model, out / "best.pt",
                                         {"epoch": epoch, "valid": valid, "dataset": split.dataset.name})
