@@ -100,7 +100,7 @@ def test_learns_cyclic_pattern_and_checkpoint_round_trip(tmp_path: Path) -> None
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_prefix_instances_and_warm_start() -> None:
+def test_prefix_instances_and_warm_start(tmp_path) -> None:
     split = leave_one_out(_cyclic())
     config = SASRecConfig(n_items=20, **SMALL)
     torch.manual_seed(0)
@@ -111,12 +111,18 @@ def test_prefix_instances_and_warm_start() -> None:
     again = train_sasrec(split, config, TrainConfig(epochs=1, lr=1e-12, progress=False), init=model)
     assert again.meta["test"] == pytest.approx(model.meta["test"])
     # the init is a candidate: a fine-tune whose epochs all validate below it returns the init's weights
-    ruined = train_sasrec(split, config, TrainConfig(epochs=2, lr=5.0, patience=2, progress=False), init=model)
+    ruined = train_sasrec(split, config, TrainConfig(epochs=2, lr=5.0, patience=2, progress=False), init=model,
+                          out_dir=tmp_path / "ruined")
     init_ndcg = model.meta["valid"]["NDCG@10"]
     assert ruined.meta["init_valid_ndcg10"] == pytest.approx(init_ndcg)
     assert max(h["valid_NDCG@10"] for h in ruined.meta["history"]) < init_ndcg - 0.1  # the case under test
     assert ruined.meta["best_epoch"] == 0
     assert all(torch.equal(a, b) for a, b in zip(ruined.state_dict().values(), model.state_dict().values()))
+    # the output folder (which no improving epoch created) holds every epoch's log and the returned model
+    saved = load_checkpoint(tmp_path / "ruined" / "best.pt")
+    assert saved.meta["best_epoch"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), model.state_dict().values()))
+    assert len(json.loads((tmp_path / "ruined" / "log.json").read_text())) == 2
     with pytest.raises(ValueError, match="init has architecture"):
         train_sasrec(split, SASRecConfig(n_items=20, **{**SMALL, "hidden": 16}), TrainConfig(epochs=1), init=model)
     with pytest.raises(ValueError, match="instances"):

@@ -314,6 +314,8 @@ def train_sasrec(
         inputs_all, targets_all = (t.numpy() for t in split.train_windows(users, config.max_len))
     lengths = (inputs_all > 0).sum(1)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:  # log.json is written every epoch, before any validation gain may have saved best.pt
+        out.mkdir(parents=True, exist_ok=True)
     best_ndcg, best_epoch, best_state, best_opt, bad = -1.0, 0, None, None, 0
     init_ndcg = None
     if init is not None:  # the epoch to beat: without it, a fine-tune that only hurts returns a worse model
