@@ -338,6 +338,15 @@ class ReasoningBatch:
         target = s.gather(1, targets)
         return s.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target), target
 
+    @torch.no_grad()
+    def top_items(self, k: int) -> np.ndarray:
+        """Item ids ``[n, k]`` of every slot's current top-k ranking (history masked, best first), from one
+        extra score product: for offline analyses of how rankings settle (the observation keeps the top 2)."""
+        if not 1 <= k <= self.n_items:
+            raise ValueError(f"k = {k!r} is invalid; allowed: an int in 1..n_items = {self.n_items}")
+        scores, _ = self._masked_scores(self.T[:, -1], slice(None))
+        return scores.topk(k, dim=1).indices.numpy()
+
     def metric(self, slots: np.ndarray) -> np.ndarray:
         """Terminal reward of ``slots``: NDCG@k or Recall@k of the current ranking."""
         rank, k = self.rank[slots], self.config.k

@@ -551,3 +551,26 @@ def test_without_the_latent_the_observation_is_the_statistics_columns_of_the_ful
         obs, *_ = env.step(action)
         ref, *_ = full.step(action)
     check_env(LatentReasoningEnv(dict(cfg, observe_latent=False)), skip_render_check=True)
+
+
+
+def test_traces_top_items_follow_each_depths_ranking(tiny):
+    """The traces' top-k lists are the rankings the metrics score: a target ranked r < k sits at position r,
+    history items never appear, on either split."""
+    config = LatentReasoningConfig(**tiny, max_depth=5)
+    env = LatentReasoningVectorEnv(4, dict(tiny, max_depth=5))
+    for split in ("valid", "test"):
+        traces = depth_traces(config, seed=3, batch=16, split=split, top_k=4)
+        history, targets = env.batch.split.batch(split, traces.users, env.batch.width)
+        assert traces.top.shape == (len(traces.users), 5, 4)
+        ndcg = traces.ndcg
+        ranks = np.where(ndcg > 0, np.round(2.0 ** (1.0 / np.maximum(ndcg, 1e-9)) - 2.0), 99).astype(int)
+        rows, depths = np.nonzero(ranks < 4)
+        assert len(rows) > 10  # the case under test occurs
+        np.testing.assert_array_equal(traces.top[rows, depths, ranks[rows, depths]], targets.numpy()[rows])
+        for row in range(len(targets)):
+            seen = set(history[row].tolist()) - {int(targets[row])}
+            assert not seen & set(traces.top[row].ravel().tolist())
+    with pytest.raises(ValueError, match="k = 0 is invalid"):
+        env.batch.top_items(0)
+    assert depth_traces(config, seed=3, batch=16).top is None

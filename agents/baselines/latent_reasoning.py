@@ -74,8 +74,9 @@ class RandomHalting:
 
 @dataclasses.dataclass(frozen=True)
 class StateChangeRule:
-    """Stop at the first depth >= ``min_depth`` whose step moved the state by less than ``threshold``;
-    ``ndcg`` and ``steps`` are the means it reached on the calibration users."""
+    """Stop at the first depth >= ``min_depth`` whose step moved the state by less than ``threshold`` (or, from
+    :func:`threshold_rule`, where another feature is below it); ``ndcg`` and ``steps`` are the means it reached
+    on the calibration users."""
 
     threshold: float
     min_depth: int
@@ -109,7 +110,8 @@ def _check_budget(max_mean_steps: float) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DepthTraces:
-    """Validation users reasoned to ``max_depth`` once: what a halting policy sees and scores at every depth.
+    """Users of a split (validation by default) reasoned to ``max_depth``, one row per user and noise draw: what a
+    halting policy sees and scores at every depth.
 
     Column ``t`` is depth ``t + 1``. A halt-mode episode only chooses when to stop, so the observation
     and state change a policy sees at depth ``t + 1`` are those of the continue-only trajectory.
@@ -119,17 +121,27 @@ class DepthTraces:
     obs: np.ndarray  # (U, D, obs_dim): the env's observation at each depth
     state_change: np.ndarray  # (U, D): info["state_change"] at each depth
     ndcg: np.ndarray  # (U, D): NDCG@10 of the ranking at each depth
+    top: np.ndarray | None = None  # (U, D, k): item ids of the top-k ranking at each depth (``top_k`` > 0)
 
     def score(self, stop: np.ndarray) -> tuple[float, float, float]:
         """Mean NDCG@10, mean steps and the mean steps' one-sided 95% upper confidence bound over users
         (normal approximation; each user's steps averaged over its draws) of halting at the first
         ``stop`` (rows, D) flag (max_depth forces one)."""
-        stop = np.array(stop, dtype=bool)
-        stop[:, -1] = True
-        t = stop.argmax(1)
-        per_user = np.bincount(self._user_index, t + 1.0) / np.bincount(self._user_index)
+        t = self.stop_depths(stop)
+        per_user = self.user_means(t + 1.0)
         se = per_user.std(ddof=1) / np.sqrt(len(per_user)) if len(per_user) > 1 else 0.0
         return float(self.ndcg[np.arange(len(t)), t].mean()), float(t.mean() + 1), float(per_user.mean() + Z_95 * se)
+
+    def user_means(self, values: np.ndarray) -> np.ndarray:
+        """Each user's mean of ``values`` (one per row) over its draws, users in sorted order."""
+        return np.bincount(self._user_index, values) / np.bincount(self._user_index)
+
+    @staticmethod
+    def stop_depths(stop: np.ndarray) -> np.ndarray:
+        """Column index (depth - 1) of each row's first ``stop`` (rows, D) flag; max_depth forces one."""
+        stop = np.array(stop, dtype=bool)
+        stop[:, -1] = True
+        return stop.argmax(1)
 
     def held_out(self, config: LatentReasoningConfig) -> DepthTraces:
         """The rows of the users an env with ``config`` never draws at reset (``u % n_folds == holdout_fold``),
@@ -140,7 +152,8 @@ class DepthTraces:
         if not keep.any():
             raise ValueError(f"holdout_fold {config.holdout_fold} of n_folds {config.n_folds} holds out none of "
                              f"the traces' {len(np.unique(self.users))} users")
-        return DepthTraces(self.users[keep], self.obs[keep], self.state_change[keep], self.ndcg[keep])
+        return DepthTraces(self.users[keep], self.obs[keep], self.state_change[keep], self.ndcg[keep],
+                           None if self.top is None else self.top[keep])
 
     @functools.cached_property
     def _user_index(self) -> np.ndarray:
@@ -152,27 +165,30 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
     return [seed + 100_000 * r for r in range(draws)]
 
 
-def depth_traces(config: LatentReasoningConfig, max_users: int = 3000, seed: int = 0, batch: int = 512,
-                 draws: int = 1) -> DepthTraces:
-    """:class:`DepthTraces` of (at most ``max_users`` of) the validation users, ``draws`` noise draws each
-    (one row per user and draw; draw r's batch at offset i is seeded ``draw_seeds(seed, draws)[r] + i``, as
-    the bench seeds its test draws).
+def depth_traces(config: LatentReasoningConfig, max_users: int | None = 3000, seed: int = 0, batch: int = 512,
+                 draws: int = 1, split: str = "valid", top_k: int = 0) -> DepthTraces:
+    """:class:`DepthTraces` of (at most ``max_users`` of; None: all) the ``split``'s users, ``draws`` noise draws
+    each (one row per user and draw, draw-major; draw r's batch at offset i is seeded
+    ``draw_seeds(seed, draws)[r] + i``, as the bench seeds its test draws, so a halting policy's episodes are
+    the traces cut at its stops); with ``top_k`` > 0 also each depth's top-k items (``DepthTraces.top``).
     """
     if draws < 1:
         raise ValueError(f"draws = {draws!r} is invalid; allowed: an integer >= 1")
-    cfg = dataclasses.replace(config, action_mode="halt", split="valid", step_cost=0.0, shaping=False,
+    cfg = dataclasses.replace(config, action_mode="halt", split=split, step_cost=0.0, shaping=False,
                               potential_shaping=True, reward_metric="ndcg", k=10)
     env = LatentReasoningVectorEnv(batch, cfg)
-    users = env.batch.eligible_users("valid")
-    if len(users) > max_users:
+    users = env.batch.eligible_users(split)
+    if max_users is not None and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    runs = [_trace_draw(env, users, s) for s in draw_seeds(seed, draws)]
-    return DepthTraces(np.tile(users, draws), *(np.concatenate(parts) for parts in zip(*runs)))
+    runs = [_trace_draw(env, users, s, top_k) for s in draw_seeds(seed, draws)]
+    parts = [np.concatenate(part) for part in zip(*runs)]
+    return DepthTraces(np.tile(users, draws), *parts[:3], parts[3] if top_k else None)
 
 
-def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One noise draw of ``users`` reasoned to max depth: observations, state changes and NDCG@10 per depth.
+def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int, top_k: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One noise draw of ``users`` reasoned to max depth: observations, state changes, NDCG@10 and (``top_k`` > 0;
+    else empty) the top-k items per depth.
 
     The env's potential-shaped rewards (step cost 0) are the changes of NDCG@10 between consecutive
     rankings, so with the final ranking's NDCG@10 they give the NDCG@10 at every depth.
@@ -180,21 +196,25 @@ def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int
     batch, D = env.num_envs, env.config.max_depth
     obs_all = np.zeros((len(users), D, env.single_observation_space.shape[0]), np.float32)
     change, ndcg = np.zeros((len(users), D)), np.zeros((len(users), D))
+    top = np.zeros((len(users), D, top_k), np.int64)
     for i in range(0, len(users), batch):
         m = len(users[i:i + batch])
         obs, info = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
-        o, c, r = [obs[:m]], [info["state_change"][:m]], []
+        o, c, r, t = [obs[:m]], [info["state_change"][:m]], [], [env.batch.top_items(top_k)[:m] if top_k else None]
         for _ in range(D - 1):
             obs, reward, *_, info = env.step(np.full(batch, CONTINUE))
             o.append(obs[:m])
             c.append(info["state_change"][:m])
             r.append(reward[:m])
+            t.append(env.batch.top_items(top_k)[:m] if top_k else None)
         obs_all[i:i + m], change[i:i + m] = np.stack(o, 1), np.stack(c, 1)
+        if top_k:
+            top[i:i + m] = np.stack(t, 1)
         # NDCG at depth t = final NDCG minus the changes paid after it
         later = np.cumsum(np.stack(r, 1)[:, ::-1], 1)[:, ::-1]
         final = info["kpis"]["NDCG@10"][:m]
         ndcg[i:i + m] = final[:, None] - np.concatenate([later, np.zeros((m, 1))], 1)
-    return obs_all, change, ndcg
+    return obs_all, change, ndcg, top
 
 
 def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float = 2.8, max_users: int = 3000,
@@ -208,16 +228,24 @@ def state_change_rule(traces: DepthTraces, max_mean_steps: float = 2.8) -> State
     """The state-change rule with the best mean NDCG@10 on the traces' users whose mean steps' upper
     confidence bound (:meth:`DepthTraces.score`) is within ``max_mean_steps``; every (threshold, min_depth)
     pair is scored offline."""
+    return threshold_rule(traces, traces.state_change, max_mean_steps)
+
+
+def threshold_rule(traces: DepthTraces, feature: np.ndarray, max_mean_steps: float = 2.8) -> StateChangeRule:
+    """:func:`state_change_rule` on another per-depth ``feature`` (U, D) of the traces: stop at the first depth
+    >= ``min_depth`` where it is below the threshold."""
     _check_budget(max_mean_steps)
-    change = traces.state_change
-    depths = np.arange(1, change.shape[1] + 1)
+    if feature.shape != traces.ndcg.shape:
+        raise ValueError(f"feature has shape {feature.shape}; allowed: the traces' (users, depths) "
+                         f"{traces.ndcg.shape}")
+    depths = np.arange(1, feature.shape[1] + 1)
     best = None
     for min_depth in depths:
         # threshold inf = fixed depth min_depth (min_depth 1 is one step: always within the budget)
-        candidates = np.unique(np.quantile(change[:, min_depth - 1:], np.linspace(0, 1, 201)))
+        candidates = np.unique(np.quantile(feature[:, min_depth - 1:], np.linspace(0, 1, 201)))
         for threshold in np.append(candidates, np.inf):
             rule = StateChangeRule(float(threshold), int(min_depth), 0.0, 0.0)
-            score = traces.score(rule.decide(change, depths) == STOP)
+            score = traces.score(rule.decide(feature, depths) == STOP)
             if _improves(best, score, max_mean_steps, "ndcg"):
                 best = dataclasses.replace(rule, ndcg=score[0], steps=score[1])
     return best
