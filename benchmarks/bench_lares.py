@@ -94,9 +94,11 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 / 0.58, all
 # within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state; for the
 # stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until seeds
-# are run at it, README). Beauty (the same chooser on the recipe's prefix-trained SPT with its low-lr phase,
+# are run at it, benchmarks/lares_experiments.md). Beauty (the same chooser on the recipe's prefix-trained SPT with its low-lr phase,
 # fold 0's 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.76 / 0.68 / 0.59 / 0.55)
-# the best difference within the budget: 0.001, -0.0010 [-0.0019, -0.0002]. The SPT before that phase took
+# the best difference within the budget: 0.001, -0.0010 [-0.0019, -0.0002]; the chooser run with RLlib's agent
+# (``--library rllib``; 0.001 / 0.0015 / 0.002 / 0.003: ratios 0.66 / 0.55 / 0.50 / 0.53) took 0.001 too, so both
+# agents share it. The SPT before that phase took
 # 0.0005 (ratios 0.68 / 0.60 / 0.63 / 0.52); at 0.002, chosen on the window-trained model, both agents
 # stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less than the cost
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.001}
@@ -135,7 +137,7 @@ class BenchSettings:
     # the agents' observation: the ranking statistics and log(1 + state change), without the latent state. With
     # the latent state the agents learned the depth at which each validation user's target is hit and dropped
     # 0.017-0.023 NDCG@10 from validation to test (the untrained rule: 0.012-0.016); without it their budget
-    # rows met the target in every ML-100K seed 0-4 (README)
+    # rows met the target in every ML-100K seed 0-4 (benchmarks/lares_experiments.md)
     observe_state_change: bool = True  # the env observation carries log(1 + state change)
     observe_latent: bool = False  # the env observation leads with the latent state (off: statistics only)
     calibration_fold: int | None = None  # agents train without this validation fold and calibrate on it

@@ -102,7 +102,8 @@ def markdown(res: dict) -> str:
         valid = f"{r['valid_ndcg']:.4f} ({r['valid_steps']:.2f})" if "valid_ndcg" in r else ""
         lines.append(f"| {r['rule']} | {calibrated} | {valid} | {r['ndcg']:.4f} | {r['steps_ratio']:.3f} | "
                      f"{diff(r, f'vs {REFERENCE}')} | {diff(r, 'vs state change')} |")
-    lines += ["", "Overlap rules stop where minus the count is below the threshold (-5.5: at least 6 of 10).", ""]
+    lines += ["", "The top-10 rules stop where minus the count is below the threshold (-5: at least 6 of 10 kept); "
+                  "at depth 1 there is no previous list and the count is 0, so they never stop there.", ""]
     return "\n".join(lines)
 
 
