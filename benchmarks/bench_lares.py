@@ -90,17 +90,17 @@ DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
 # compute cost per extra reasoning step, per dataset, chosen on validation users. ML-100K (the 3-epoch
 # prefix-trained SPT; kept for the converged one, where every halting row met in seeds 0-2):
-# benchmarks/lares_step_cost.py, SB3 PPO trained on 4/5 of the validation users and played on the other 189
-# (8 noise draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 / 0.58, all
-# within +-0.001 of fixed depth 4) the best difference: 0.001 (agents observing the latent state; for the
-# stats-only agents the chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until seeds
-# are run at it, benchmarks/lares_experiments.md). Beauty (the same chooser on the recipe's prefix-trained SPT with its low-lr phase,
-# fold 0's 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.76 / 0.68 / 0.59 / 0.55)
-# the best difference within the budget: 0.001, -0.0010 [-0.0019, -0.0002]; the chooser run with RLlib's agent
+# benchmarks/lares_step_cost.py, SB3 PPO trained on 4/5 of the validation users and played on the other 189 (8 noise
+# draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 / 0.58, all within +-0.001 of
+# fixed depth 4) the best difference: 0.001 (agents observing the latent state; for the stats-only agents the
+# chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until seeds are run at it,
+# benchmarks/lares_experiments.md). Beauty (the same chooser on the recipe's prefix-trained SPT with its low-lr
+# phase, fold 0's 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.76 / 0.68 / 0.59 /
+# 0.55) the best difference within the budget: 0.001, -0.0010 [-0.0019, -0.0002]; the chooser run with RLlib's agent
 # (``--library rllib``; 0.001 / 0.0015 / 0.002 / 0.003: ratios 0.66 / 0.55 / 0.50 / 0.53) took 0.001 too, so both
-# agents share it. The SPT before that phase took
-# 0.0005 (ratios 0.68 / 0.60 / 0.63 / 0.52); at 0.002, chosen on the window-trained model, both agents
-# stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less than the cost
+# agents share it. The SPT before that phase took 0.0005 (ratios 0.68 / 0.60 / 0.63 / 0.52); at 0.002, chosen on the
+# window-trained model, both agents stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less
+# than the cost
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.001}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")

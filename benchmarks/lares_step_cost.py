@@ -21,7 +21,8 @@ Protocol, per dataset and candidate cost:
 
 The chosen cost: the best paired difference among the costs whose steps ratio is at most 0.7
 (none qualifying: the largest cost, flagged). Writes ``lares_step_cost_<dataset>[_rllib].md``/``.json`` to
-``--out`` and ``benchmarks/results``; ``bench_lares.STEP_COST`` records the choice per library.
+``--out`` and ``benchmarks/results``; ``bench_lares.STEP_COST`` records the choice, one cost for both agents
+(on Beauty the RLlib run picked SB3's).
 
     nice -n 5 .venv/bin/python -m benchmarks.lares_step_cost --dataset ml-100k --ckpt-dir ckpt \\
         --costs 0.001 0.0015 0.002 0.003 --jobs 2 [--library rllib]
@@ -111,14 +112,13 @@ def run(key: str, ckpt_dir: Path, costs: list[float], library: str, budget: int,
         rows.append({"policy": name, "cost": None, "ndcg": ndcg.mean(), "steps": steps.mean()})
     for cost, ndcg, steps, seconds in trained:
         d = paired_difference(ndcg, ref_ndcg)
-        rows.append({"policy": f"PPO halting ({LIBRARIES[library]})", "cost": cost, "ndcg": ndcg.mean(), "steps": steps.mean(),
-                     "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
+        rows.append({"policy": f"PPO halting ({LIBRARIES[library]})", "cost": cost, "ndcg": ndcg.mean(),
+                     "steps": steps.mean(), "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])
     return {"dataset": key, "checkpoint": str(ckpt.spt.relative_to(ckpt_dir)), "fold": fold, "n_folds": n_folds,
             "users": len(users), "draws": draws, "library": library, "budget": budget, "seed": seed,
-            "observation": observation,
-            "rows": rows, "chosen": chosen, "meets_steps_budget": meets}
+            "observation": observation, "rows": rows, "chosen": chosen, "meets_steps_budget": meets}
 
 
 def markdown(res: dict) -> str:
