@@ -51,7 +51,7 @@ from simulators.recsys.metrics import ndcg_at_k
 
 MAX_STEPS_RATIO = 0.7  # the compute budget against fixed depth 4
 REFERENCE = "fixed_depth_4"
-LIBRARIES = {"sb3": "SB3", "rllib": "RLlib"}  # --library: the agent's row label
+LIBRARIES = {"sb3": ("SB3", ppo_sb3), "rllib": ("RLlib", ppo_rllib)}  # --library: row label, trainer
 
 
 def fold_users(config: dict, fold: int, n_folds: int) -> np.ndarray:
@@ -76,8 +76,7 @@ def train_and_play(config: dict, cost: float, users: np.ndarray, fold: int, n_fo
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     train = dict(config, split="valid", step_cost=cost, potential_shaping=True, holdout_fold=fold, n_folds=n_folds)
-    trainer = ppo_sb3 if library == "sb3" else ppo_rllib
-    act = greedy(trainer({"config": train}, budget, seed, out_dir / library / f"cost_{cost}"))
+    act = greedy(LIBRARIES[library][1]({"config": train}, budget, seed, out_dir / library / f"cost_{cost}"))
     ndcg, steps = play(dict(config, step_cost=cost), users, act, draws, seed)
     return cost, ndcg, steps, time.perf_counter() - t0
 
@@ -112,7 +111,7 @@ def run(key: str, ckpt_dir: Path, costs: list[float], library: str, budget: int,
         rows.append({"policy": name, "cost": None, "ndcg": ndcg.mean(), "steps": steps.mean()})
     for cost, ndcg, steps, seconds in trained:
         d = paired_difference(ndcg, ref_ndcg)
-        rows.append({"policy": f"PPO halting ({LIBRARIES[library]})", "cost": cost, "ndcg": ndcg.mean(),
+        rows.append({"policy": f"PPO halting ({LIBRARIES[library][0]})", "cost": cost, "ndcg": ndcg.mean(),
                      "steps": steps.mean(), "diff": d.estimate, "lo": d.low, "hi": d.high, "steps_ratio": steps.mean() / ref_steps.mean(),
                      "train_and_play_s": seconds})
     chosen, meets = choose([r for r in rows if r["cost"] is not None])

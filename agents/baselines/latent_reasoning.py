@@ -199,17 +199,19 @@ def _trace_draw(env: LatentReasoningVectorEnv, users: np.ndarray, seed: int, top
     top = np.zeros((len(users), D, top_k), np.int64)
     for i in range(0, len(users), batch):
         m = len(users[i:i + batch])
+
+        def tops() -> np.ndarray:  # the current top-k of the chunk's users ((m, 0) without top_k: no score product)
+            return env.batch.top_items(top_k)[:m] if top_k else np.zeros((m, 0), np.int64)
+
         obs, info = env.reset(seed=seed + i, options={"users": np.resize(users[i:i + batch], batch)})
-        o, c, r, t = [obs[:m]], [info["state_change"][:m]], [], [env.batch.top_items(top_k)[:m] if top_k else None]
+        o, c, r, t = [obs[:m]], [info["state_change"][:m]], [], [tops()]
         for _ in range(D - 1):
             obs, reward, *_, info = env.step(np.full(batch, CONTINUE))
             o.append(obs[:m])
             c.append(info["state_change"][:m])
             r.append(reward[:m])
-            t.append(env.batch.top_items(top_k)[:m] if top_k else None)
-        obs_all[i:i + m], change[i:i + m] = np.stack(o, 1), np.stack(c, 1)
-        if top_k:
-            top[i:i + m] = np.stack(t, 1)
+            t.append(tops())
+        obs_all[i:i + m], change[i:i + m], top[i:i + m] = np.stack(o, 1), np.stack(c, 1), np.stack(t, 1)
         # NDCG at depth t = final NDCG minus the changes paid after it
         later = np.cumsum(np.stack(r, 1)[:, ::-1], 1)[:, ::-1]
         final = info["kpis"]["NDCG@10"][:m]
