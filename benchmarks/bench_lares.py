@@ -208,9 +208,10 @@ def sasrec_ranks(path: Path, split: LeaveOneOutSplit, batch_size: int = 512) -> 
     return torch.cat(out).numpy()
 
 
-def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """One episode per user (``env.num_envs`` at a time): final 0-based ranks and steps used."""
+def env_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One episode per user (``env.num_envs`` at a time), in either action mode: final 0-based ranks and
+    steps used."""
     n = env.num_envs
     ranks, steps = np.zeros(len(users), np.int64), np.zeros(len(users), np.int64)
     rng = np.random.default_rng(seed)
@@ -221,7 +222,10 @@ def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActF
         done = np.zeros(n, dtype=bool)
         r, k = np.zeros(n, np.int64), np.zeros(n, np.int64)
         while not done.all():
-            obs, _, term, trunc, info = env.step(np.where(done, STOP, act(obs, info, rng)))
+            actions = act(obs, info, rng)
+            if env.config.action_mode == "halt":  # an ended sub-env has autoreset: STOP ends its unused episode
+                actions = np.where(done, STOP, actions)
+            obs, _, term, trunc, info = env.step(actions)
             ended = (term | trunc) & ~done
             if ended.any():
                 r[ended], k[ended] = info["kpis"]["rank"][ended], info["kpis"]["steps"][ended]
@@ -230,10 +234,10 @@ def halting_episodes(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActF
     return ranks, steps
 
 
-def halting_draws(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seeds: list[int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`halting_episodes` once per seed (a noise draw per user each): ranks and steps, (draws, users)."""
-    runs = [halting_episodes(env, users, act, s) for s in seeds]
+def env_draws(env: LatentReasoningVectorEnv, users: np.ndarray, act: ActFn, seeds: list[int]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`env_episodes` once per seed (a noise draw per user each): ranks and steps, (draws, users)."""
+    runs = [env_episodes(env, users, act, s) for s in seeds]
     return np.stack([r for r, _ in runs]), np.stack([k for _, k in runs])
 
 
@@ -352,7 +356,7 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         note += f", {run.max_env_users} random test users"
     for name, act in policies.items():
         t0 = time.perf_counter()
-        ranks, steps = halting_draws(env, env_users, act, seeds)
+        ranks, steps = env_draws(env, env_users, act, seeds)
         timings[f"eval_{name}_s"] = time.perf_counter() - t0
         rows.append(row(name, env_users, ranks, steps.mean(0), note=note + rule_note.get(name, "")))
     return _finish(key, split, histories, rows, timings, recorded, out_dir)

@@ -42,7 +42,7 @@ import torch
 
 from agents.baselines.latent_reasoning import draw_seeds
 from benchmarks.bench_lares import (DATA, DATASETS, RESULTS, ActFn, add_observation_flags, fixed_depth, greedy,
-                                    halting_draws, observation_config, ppo_rllib, ppo_sb3)
+                                    env_draws, observation_config, ppo_rllib, ppo_sb3)
 from benchmarks.lares_checkpoints import Checkpoints
 from benchmarks.stats import paired_difference
 from envs.config import make_config
@@ -65,7 +65,7 @@ def play(config: dict, users: np.ndarray, act: ActFn, draws: int, seed: int) -> 
     """Per-user mean NDCG@10 and mean steps over ``draws`` validation episodes (noise seeds shared by policies)."""
     env = LatentReasoningVectorEnv(min(512, len(users)), dict(config, split="valid"))
     # draws 1..draws of the convention: the seeds the recorded selection ran with
-    ranks, steps = halting_draws(env, users, act, draw_seeds(seed, draws + 1)[1:])
+    ranks, steps = env_draws(env, users, act, draw_seeds(seed, draws + 1)[1:])
     return ndcg_at_k(torch.as_tensor(ranks), 10).mean(0).numpy(), steps.mean(0)
 
 

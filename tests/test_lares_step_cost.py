@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.bench_lares import BenchSettings, fixed_depth, halting_episodes, observation_config
+from benchmarks.bench_lares import BenchSettings, fixed_depth, env_episodes, observation_config
 from benchmarks.lares_step_cost import choose, fold_users, parse_args, play
 from envs.latent_reasoning import LatentReasoningVectorEnv
 
@@ -23,7 +23,7 @@ def test_play_averages_the_draws_of_each_user():
     ndcg, steps = play({}, users, fixed_depth(3), draws=2, seed=7)
     assert np.all(steps == 3)
     env = LatentReasoningVectorEnv(len(users), {"split": "valid"})
-    ranks = [halting_episodes(env, users, fixed_depth(3), seed=7 + 100_000 * r)[0] for r in (1, 2)]
+    ranks = [env_episodes(env, users, fixed_depth(3), seed=7 + 100_000 * r)[0] for r in (1, 2)]
     expected = np.mean([np.where(r < 10, 1 / np.log2(r + 2.0), 0.0) for r in ranks], axis=0)
     np.testing.assert_allclose(ndcg, expected)
 

@@ -337,14 +337,14 @@ class _ObsStopPolicy:
 def test_budget_halting_scores_its_threshold_as_the_env_does(tiny):
     """The traces show a policy what its episodes show it: the threshold's offline NDCG and steps are the
     episodes' own, and the budget binds."""
-    from benchmarks.bench_lares import budget_halting, halting_episodes
+    from benchmarks.bench_lares import budget_halting, env_episodes
     from simulators.recsys.metrics import ndcg_at_k
 
     traces = depth_traces(LatentReasoningConfig(**tiny, max_depth=6), seed=5, batch=16)
     act, stop = budget_halting(_ObsStopPolicy(), traces, max_mean_steps=2.5)
     assert 1.0 < stop.steps <= 2.5
     env = LatentReasoningVectorEnv(16, dict(tiny, max_depth=6, split="valid", step_cost=0.01))
-    ranks, steps = halting_episodes(env, traces.users, act, seed=5)
+    ranks, steps = env_episodes(env, traces.users, act, seed=5)
     # float32 metrics against traces summed from float32 rewards; one user stopping elsewhere moves it far more
     assert np.mean(ndcg_at_k(torch.as_tensor(ranks), 10).numpy()) == pytest.approx(stop.ndcg, abs=1e-6)
     assert np.mean(steps) == pytest.approx(stop.steps)
