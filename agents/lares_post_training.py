@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from simulators.recsys.lares import (
     ADVANTAGES,
     LARES,
+    LOSS_FIELDS,
     LARESConfig,
     dataset_digest,
     evaluate_ranks,
@@ -357,7 +358,7 @@ def _spt_epoch(model: LARES, opt: torch.optim.Optimizer, inputs: np.ndarray, tar
     c = model.config
     partners = same_target_partners(targets[:, -1], rng)
     bar = tqdm(length_bucketed_batches(lengths, config.batch_size, rng), desc=desc, disable=not config.progress)
-    sums = {"loss": 0.0, "ce": 0.0, "tla": 0.0, "sla": 0.0}
+    sums = {"loss": 0.0, "ce": 0.0, "tla": 0.0, "sla": 0.0, "mid_ce": 0.0}
     for idx in bar:
         steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
         loss, parts = spt_loss(model, torch.from_numpy(inputs[idx]), torch.from_numpy(targets[idx]),
@@ -383,11 +384,12 @@ def _resumed(model: LARES, opt: torch.optim.Optimizer, path: Path) -> list[dict[
     """Load the SPT checkpoint ``path`` into ``model`` (same config required) and its Adam moments, if saved,
     into ``opt`` (keeping ``opt``'s learning rate and weight decay); returns the checkpoint's epoch history."""
     prior, saved = load_lares_and_optimizer(path)
-    if prior.config != model.config:
-        diff = {k: (getattr(prior.config, k), getattr(model.config, k)) for k in vars(model.config)
-                if getattr(prior.config, k) != getattr(model.config, k)}
+    diff = {k: (getattr(prior.config, k), getattr(model.config, k)) for k in vars(model.config)
+            if k not in LOSS_FIELDS and getattr(prior.config, k) != getattr(model.config, k)}
+    if diff:
         raise ValueError(f"SPTConfig.resume_from = {str(path)!r} was trained with another LARESConfig: "
-                         f"(checkpoint, requested) {diff}; allowed: the checkpoint's own config")
+                         f"(checkpoint, requested) {diff}; allowed: the checkpoint's own config (the loss "
+                         f"settings {LOSS_FIELDS} may differ)")
     if prior.meta.get("phase") != "spt" or "history" not in prior.meta:
         raise ValueError(f"SPTConfig.resume_from = {str(path)!r} is not a finished SPT checkpoint (meta phase "
                          f"{prior.meta.get('phase')!r}, history {'present' if 'history' in prior.meta else 'absent'}); "
@@ -593,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dropout", type=float, default=LARESConfig.dropout, help="LARESConfig.dropout (SPT)")
     p.add_argument("--alpha-tla", type=float, default=LARESConfig.alpha_tla, help="TLA weight in the SPT loss")
     p.add_argument("--gamma-sla", type=float, default=LARESConfig.gamma_sla, help="SLA weight in the SPT loss")
+    p.add_argument("--mid-ce", type=float, default=LARESConfig.mid_ce,
+                   help="weight of CE at SLA's intermediate step (LARESConfig.mid_ce; deep supervision)")
     p.add_argument("--init-from", type=Path, help="SASRec checkpoint to warm-start SPT from (init_from_sasrec)")
     p.add_argument("--no-init-layers", action="store_true", help="with --init-from: embeddings only")
     p.add_argument("--resume", type=Path, help="SPT checkpoint to continue SPT from (--epochs more; Adam continues "
@@ -627,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
                             anneal_lr=args.anneal_lr)  # the best epoch is saved as it goes
         model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
                                                          dropout=args.dropout, alpha_tla=args.alpha_tla,
-                                                         gamma_sla=args.gamma_sla), spt_cfg)
+                                                         gamma_sla=args.gamma_sla, mid_ce=args.mid_ce), spt_cfg)
         # Adam's moments (twice the weights' size) make the file resumable; a --half file is for shipping
         save_lares(model, args.out, half=args.half, optimizer=None if args.half else adam,
                    meta={"phase": "spt", "history": hist, "data_sha256": dataset_digest(split.dataset)})

@@ -120,26 +120,31 @@ def test_spt_loss_finite_and_decreasing(tiny_split):
 
 def test_spt_loss_equals_the_padded_one_batch_loss(tiny_split):
     # T0 = 0 and no dropout make the loss deterministic; spt_loss trims padding, scores only positions
-    # with a target and runs the positives in length chunks: it must equal one padded forward of all rows
-    model = LARES(LARESConfig(**TINY, init_scale=0.0)).train()
+    # with a target and runs the positives in length chunks: it must equal one padded forward of all rows.
+    # The intermediate-step CE (mid_ce) scores the step SLA draws
+    model = LARES(LARESConfig(**TINY, init_scale=0.0, mid_ce=0.5)).train()
     inputs, targets = training_windows(tiny_split, 8)
     partners = same_target_partners(targets[:, -1], np.random.default_rng(0))
     short = np.tile(np.flatnonzero((inputs > 0).sum(1) <= 5), 2)  # 96 rows
     x, y, pos = (torch.from_numpy(a[short]) for a in (inputs, targets, inputs[partners]))
     assert trim_padding(x).shape[1] == 5 and len(x) > 64  # the batch is cut and the positives need 2 chunks
-    _, parts = spt_loss(model, x, y, pos, 3, np.random.default_rng(1))
+    loss, parts = spt_loss(model, x, y, pos, 3, np.random.default_rng(1))
     B = len(x)
     H, mask = model.prepare(torch.cat([x, pos]))
     states = model.reason(H, mask, 3, torch.zeros_like(H))
     z = states[-1][:, -1]
     same = y[:, -1, None] == y[None, :, -1]
+    mid = states[int(np.random.default_rng(1).integers(2))]
     expected = {
         "ce": F.cross_entropy(model.score(states[-1][:B].reshape(-1, 16)), y.reshape(-1), ignore_index=0),
         "tla": info_nce(z[:B], z[B:], 1.0, same),
-        "sla": info_nce(z[:B], states[int(np.random.default_rng(1).integers(2))][:B, -1], 1.0),
+        "sla": info_nce(z[:B], mid[:B, -1], 1.0),
+        "mid_ce": F.cross_entropy(model.score(mid[:B].reshape(-1, 16)), y.reshape(-1), ignore_index=0),
     }
     for key, value in expected.items():
         assert parts[key] == pytest.approx(value.item(), rel=1e-5), key
+    weights = {"ce": 1.0, "tla": 0.1, "sla": 0.5, "mid_ce": 0.5}  # the authors' alpha and gamma
+    assert loss.item() == pytest.approx(sum(w * expected[k].item() for k, w in weights.items()), rel=1e-5)
 
 
 def test_training_windows_cover_each_transition_once(tiny_split):
@@ -262,9 +267,9 @@ def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
 
     out = tmp_path / "m.pt"
     main(["--default-world", "--phase", "spt", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
-          "--alpha-tla", "0", "--gamma-sla", "0.25", "--dropout", "0.5", "--out", str(out)])
+          "--alpha-tla", "0", "--gamma-sla", "0.25", "--mid-ce", "0.75", "--dropout", "0.5", "--out", str(out)])
     config = load_lares(out).config
-    assert (config.alpha_tla, config.gamma_sla, config.dropout) == (0.0, 0.25, 0.5)
+    assert (config.alpha_tla, config.gamma_sla, config.mid_ce, config.dropout) == (0.0, 0.25, 0.75, 0.5)
     assert load_lares_and_optimizer(out)[1]["param_groups"][0]["lr"] == SPTConfig.lr  # resumable: Adam's state is kept
     with pytest.raises(ValueError, match="alpha_tla = -1.0"):
         main(["--default-world", "--phase", "spt", "--alpha-tla", "-1", "--out", str(out)])
@@ -386,6 +391,10 @@ def test_train_spt_resumes_a_checkpoint(tiny_split, tmp_path, lr):
 
     with pytest.raises(ValueError, match="dropout"):
         train_spt(tiny_split, LARESConfig(**dict(TINY, dropout=0.1)), SPTConfig(resume_from=path, progress=False))
+    # the loss settings shape training only: a resumed run may change them, and its model records its own
+    other_loss = LARESConfig(**dict(TINY, alpha_tla=0.0, mid_ce=1.0))
+    assert train_spt(tiny_split, other_loss, SPTConfig(epochs=1, batch_size=16, eval_users=None, progress=False,
+                                                       resume_from=path))[0].config == other_loss
     save_lares(first, path, meta={"phase": "spt", "epoch": 1})  # an in-progress file: no history
     with pytest.raises(ValueError, match="history absent"):
         train_spt(tiny_split, config, SPTConfig(resume_from=path, progress=False))

@@ -74,6 +74,10 @@ class LARESConfig:
     alpha_tla: float = 0.1
     gamma_sla: float = 0.5
     tau: float = 1.0
+    # weight of a second CE term on the intermediate step SLA draws (deep supervision, not the authors' loss):
+    # training every depth to rank, not only the last of each batch's step count, so that halting earlier
+    # costs less. 0 = the authors' loss
+    mid_ce: float = 0.0
 
     def __post_init__(self) -> None:
         check_field(self, "n_items", self.n_items >= 1, "an int >= 1")
@@ -95,6 +99,11 @@ class LARESConfig:
         check_field(self, "alpha_tla", self.alpha_tla >= 0, "a float >= 0")
         check_field(self, "gamma_sla", self.gamma_sla >= 0, "a float >= 0")
         check_field(self, "tau", self.tau > 0, "a float > 0")
+        check_field(self, "mid_ce", self.mid_ce >= 0, "a float >= 0")
+
+
+# the SPT loss's settings: they shape training only, so a run may continue a checkpoint with other values
+LOSS_FIELDS = ("alpha_tla", "gamma_sla", "tau", "mid_ce")
 
 
 def sample_steps(
@@ -259,7 +268,7 @@ def last_outputs(model: LARES, input_ids: torch.Tensor, steps: int, generator: t
 def spt_loss(model: LARES, inputs: torch.Tensor, targets: torch.Tensor, positives: torch.Tensor,
              steps: int, rng: np.random.Generator, generator: torch.Generator | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE + alpha TLA + gamma SLA on one batch of windows.
+    """CE + alpha TLA + gamma SLA (+ ``mid_ce`` x CE at SLA's intermediate step) on one batch of windows.
 
     ``inputs``/``targets``: ``[B, L]`` next-item pairs (target 0 = no loss), CE at every position
     (the causal mask makes every position a prefix instance); ``positives``: ``[B, L]`` inputs of
@@ -281,13 +290,15 @@ def spt_loss(model: LARES, inputs: torch.Tensor, targets: torch.Tensor, positive
         tla = info_nce(z, last_outputs(model, positives, steps, generator), c.tau, last[:, None] == last[None, :])
     else:
         tla = z.new_zeros(())
-    if steps > 1 and c.gamma_sla > 0:
-        mid = states[int(rng.integers(steps - 1))][:, -1]
-        sla = info_nce(z, mid, c.tau)
-    else:
-        sla = z.new_zeros(())
-    loss = ce + c.alpha_tla * tla + c.gamma_sla * sla
-    return loss, {"loss": loss.item(), "ce": ce.item(), "tla": tla.item(), "sla": sla.item()}
+    sla = mid_ce = z.new_zeros(())
+    if steps > 1 and (c.gamma_sla > 0 or c.mid_ce > 0):
+        mid = states[int(rng.integers(steps - 1))]
+        if c.gamma_sla > 0:
+            sla = info_nce(z, mid[:, -1], c.tau)
+        if c.mid_ce > 0:
+            mid_ce = F.cross_entropy(model.score(mid[scored]), targets[scored])
+    loss = ce + c.alpha_tla * tla + c.gamma_sla * sla + c.mid_ce * mid_ce
+    return loss, {"loss": loss.item(), "ce": ce.item(), "tla": tla.item(), "sla": sla.item(), "mid_ce": mid_ce.item()}
 
 
 # --- RPT (GRPO) -----------------------------------------------------------------------------------
