@@ -12,7 +12,8 @@ on the frozen SPT model without training an agent:
 Each rule's threshold and minimum depth are calibrated like the bench's state-change rule: on 3,000
 validation users (one draw), the best mean NDCG@10 whose mean steps' upper bound is within 70% of fixed depth
 4's. They are then scored on every test user, ``--draws`` noise draws each, seeded as the bench seeds its test
-draws: a halting rule's episodes are the reason-to-max-depth traces cut at its stop. Paired NDCG@10
+draws: a halting rule's episodes are the reason-to-max-depth traces cut at its stop. Fixed depths 1-3 are
+listed too: the depth curve every rule trades on. Paired NDCG@10
 differences against fixed depth 4 and against the state-change rule over users (each user's mean over the
 draws; ``benchmarks.stats.paired_difference``). Writes ``lares_rank_stability_<dataset>.md``/``.json`` to
 ``--out`` and ``benchmarks/results``.
@@ -37,6 +38,7 @@ from envs.config import make_config
 from envs.latent_reasoning import STOP, LatentReasoningConfig
 
 TOP_K = 10
+FIXED_DEPTHS = (1, 2, 3, 4)
 REFERENCE = "fixed depth 4"
 
 
@@ -67,17 +69,19 @@ def run(key: str, ckpt_dir: Path, draws: int, seed: int) -> dict:
              for name, feature in rule_features(calibration).items()}
     test = depth_traces(config, max_users=None, seed=seed, draws=draws, split="test", top_k=TOP_K)
     depths = np.arange(1, test.ndcg.shape[1] + 1)
-    rows = {REFERENCE: (test.user_means(test.ndcg[:, 3]), 4.0)}
+    # the depth curve the rules trade on: each fixed depth up to the reference (fixed depth 4)
+    rows = {f"fixed depth {k}": (test.user_means(test.ndcg[:, k - 1]), float(k)) for k in FIXED_DEPTHS}
     for name, feature in rule_features(test).items():
         t = test.stop_depths(rules[name].decide(feature, depths) == STOP)
         rows[name] = (test.user_means(test.ndcg[np.arange(len(t)), t]), float(t.mean() + 1))
     out = []
     for name, (ndcg, steps) in rows.items():
         row = {"rule": name, "ndcg": float(ndcg.mean()), "steps": steps, "steps_ratio": steps / 4.0}
-        if name != REFERENCE:
+        if name in rules:
             r = rules[name]
             row.update(threshold=r.threshold, min_depth=r.min_depth, valid_ndcg=r.ndcg, valid_steps=r.steps)
-            for against in (REFERENCE, "state change"):
+        if name != REFERENCE:
+            for against in (REFERENCE, "state change") if name in rules else (REFERENCE,):
                 if against != name:
                     d = paired_difference(ndcg, rows[against][0])
                     row[f"vs {against}"] = [d.estimate, d.low, d.high]
