@@ -43,7 +43,8 @@ models' recipes (``benchmarks.lares_checkpoints``: file layout, recipes, their e
 ``--reuse-agents`` loads the agents a previous run saved under ``--out`` instead of training them, to
 re-evaluate them under a changed protocol. ``--models-only`` evaluates just the SASRec / SPT / RPT rows
 and their paired differences (into ``lares_models.md``), for comparing checkpoints without training the
-halting agents. ``--calibration-fold F`` trains the agents without the validation users ``u % 5 == F``
+halting agents; ``--env-only`` just the env rows (into ``lares_env.md``), for halting on an SPT checkpoint
+without building or scoring the other three. ``--calibration-fold F`` trains the agents without the validation users ``u % 5 == F``
 and calibrates their budget thresholds on those users only: the default calibration reads P(STOP) on
 users whose targets the agents trained on, which overstates their validation NDCG@10.
 
@@ -133,6 +134,7 @@ class BenchSettings:
     seed: int = 0  # PPO seeds, the initial noise, the env's test-user subset
     draws: int = 8  # noise draws of the initial reasoning state per user (LARES and env rows)
     models_only: bool = False  # only the SASRec / SPT / RPT rows
+    env_only: bool = False  # only the env rows, on the SPT checkpoint (no other checkpoint built or evaluated)
     reuse_agents: bool = False  # load the agents a previous run saved under the output folder
     # the agents' observation: the ranking statistics and log(1 + state change), without the latent state. With
     # the latent state the agents learned the depth at which each validation user's target is hit and dropped
@@ -154,6 +156,8 @@ class BenchSettings:
         check_field(self, "step_cost", self.step_cost is None or self.step_cost >= 0, "None or a number >= 0")
         check_field(self, "shaping", self.shaping in SHAPING, f"one of {SHAPING}")
         check_field(self, "draws", self.draws >= 1, "an integer >= 1")
+        check_field(self, "env_only", not (self.env_only and self.models_only),
+                    "False with models_only (one of the two row sets)")
         check_field(self, "calibration_fold", self.calibration_fold is None or 0 <= self.calibration_fold < N_FOLDS,
                     f"None or an integer in 0..{N_FOLDS - 1}")
         check_field(self, "budget_select", self.budget_select in BUDGET_SELECT, f"one of {BUDGET_SELECT}")
@@ -288,14 +292,16 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
     data_path = DATA / DATASETS[key]
     split = leave_one_out(load_dataset(data_path))
     users = split.users("test")
-    ckpt = build_checkpoints(key, split, ckpt_dir)
+    ckpt = build_checkpoints(key, split, ckpt_dir, spt_only=run.env_only)
     rows, timings, seeds = [], {}, draw_seeds(run.seed, run.draws)
     # the settings recorded with the results (the step cost only with env rows)
     recorded = {"step_cost": None, **{name: getattr(run, name) for name in run.RECORDED}}
-    for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
+    models = {"SASRec": ckpt.sasrec, "SASRec, prefix instances": ckpt.control}
+    for name, path in ({} if run.env_only else models).items():
         rows.append(row(name, users, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
-    histories = {}  # training logs of both checkpoints, for the result record
-    for name, path in (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
+    # training logs of both LARES checkpoints, for the result record
+    histories = {"LARES-SPT": load_lares(ckpt.spt).meta.get("history", []), "LARES-SPT+RPT": []}
+    for name, path in () if run.env_only else (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
         model = load_lares(path)
         c, histories[name] = model.config, model.meta.get("history", [])
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
@@ -421,8 +427,9 @@ def markdown(results: list[dict]) -> str:
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None,
          settings: BenchSettings = BenchSettings()) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
-    (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies)."""
-    name = "lares_models" if settings.models_only else "lares"
+    (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies;
+    ``lares_env.md``/``.json`` with ``env_only``: the env policies only)."""
+    name = "lares_models" if settings.models_only else "lares_env" if settings.env_only else "lares"
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
@@ -476,6 +483,8 @@ if __name__ == "__main__":
                              "the one with the best validation NDCG@10 (the earlier protocol; default: %(default)s)")
     parser.add_argument("--models-only", action="store_true",
                         help="only the SASRec / SPT / RPT rows (-> lares_models.md), no env policies")
+    parser.add_argument("--env-only", action="store_true",
+                        help="only the env policies on the SPT checkpoint (-> lares_env.md); builds no other checkpoint")
     a = vars(parser.parse_args())
     where = {name: a.pop(name) for name in ("out", "ckpt_dir", "only")}
     try:

@@ -102,8 +102,9 @@ class Checkpoints:
 
 
 def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe: Recipe | None = None,
-                      progress: bool = True) -> Checkpoints:
-    """Train the missing checkpoints of ``key`` (``recipe`` defaults to ``RECIPES[key]``); returns their paths."""
+                      progress: bool = True, spt_only: bool = False) -> Checkpoints:
+    """Train the missing checkpoints of ``key`` (``recipe`` defaults to ``RECIPES[key]``; ``spt_only``: the SPT
+    model and, if that is missing, the SASRec it starts from, nothing else); returns their paths."""
     if recipe is None:
         if key not in RECIPES:
             raise KeyError(f"no recipe for dataset {key!r}; known: {sorted(RECIPES)}")
@@ -123,6 +124,8 @@ def build_checkpoints(key: str, split: LeaveOneOutSplit, ckpt_dir: Path, recipe:
         model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=recipe.max_len, **recipe.lares),
                                       spt)
         save_lares(model, paths.spt, meta=meta("spt", hist), optimizer=adam)  # resumable (SPTConfig.resume_from)
+    if spt_only:
+        return paths
     if not paths.control.is_file():
         base = load_checkpoint(paths.sasrec)
         config = dataclasses.replace(base.config, dropout=recipe.control_dropout, attn_dropout=recipe.control_dropout)

@@ -133,6 +133,12 @@ def test_bench_settings_reject_bad_values_by_name(field, value):
         BenchSettings(**{field: value})
 
 
+def test_bench_settings_take_one_row_set_at_a_time():
+    assert BenchSettings(env_only=True).env_only and BenchSettings(models_only=True).models_only
+    with pytest.raises(ValueError, match="env_only = True is invalid; allowed: False with models_only"):
+        BenchSettings(env_only=True, models_only=True)
+
+
 def test_bench_settings_record_what_changes_the_results():
     s = BenchSettings(seed=3, calibration_fold=3, observe_latent=True, budget_select="ndcg")
     assert {name: getattr(s, name) for name in s.RECORDED} == {

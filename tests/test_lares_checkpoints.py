@@ -45,6 +45,12 @@ def test_builds_all_four_from_the_recipe_then_only_what_is_missing(split, tmp_pa
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the existing files were used as they are
 
 
+def test_spt_only_builds_the_spt_model_and_its_sasrec_and_nothing_else(split, tmp_path):
+    paths = build_checkpoints("tiny", split, tmp_path, TINY, progress=False, spt_only=True)
+    assert paths.sasrec.is_file() and paths.spt.is_file()
+    assert not paths.control.exists() and not paths.rpt.exists()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"control": TrainConfig(instances="windows")}, "instances = 'windows'"),
     ({"spt": SPTConfig(out="x.pt")}, "init_from and .out must be None"),
