@@ -101,7 +101,7 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # (``--library rllib``; 0.001 / 0.0015 / 0.002 / 0.003: ratios 0.66 / 0.55 / 0.50 / 0.53) took 0.001 too, so both
 # agents share it. The SPT before that phase took 0.0005 (ratios 0.68 / 0.60 / 0.63 / 0.52); at 0.002, chosen on the
 # window-trained model, both agents stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less
-# than the cost
+# than the cost. Beauty's SPT with deep supervision (the recipe since then) keeps 0.001, not re-chosen
 STEP_COST = {"ml-100k": 0.001, "beauty": 0.001}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
