@@ -305,6 +305,8 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
         model = load_lares(path)
         c, histories[name] = model.config, model.meta.get("history", [])
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
+        if c.mid_ce:
+            note += f" + {c.mid_ce} intermediate-step CE"
         if path == ckpt.rpt and rpt_kept_spt(histories[name]):
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])

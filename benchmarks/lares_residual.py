@@ -20,7 +20,7 @@ Protocol, per dataset:
 
 Writes ``lares_residual_<dataset>.md``/``.json`` to ``--out`` and ``benchmarks/results``:
 
-    nice -n 5 .venv/bin/python -m benchmarks.lares_residual --dataset ml-100k --ckpt-dir ckpt
+    nice -n 5 .venv/bin/python -m benchmarks.lares_residual --dataset beauty --ckpt-dir ckpt --draws 2 --scales 0.5 2
 """
 
 from __future__ import annotations
