@@ -74,7 +74,7 @@ from agents.lares_post_training import rpt_kept_spt
 from agents.train_rllib import load_rllib_policy, train_rllib
 from agents.train_sb3 import load_sb3_policy, train_sb3
 from benchmarks.experiment import load_experiment
-from benchmarks.lares_checkpoints import build_checkpoints
+from benchmarks.lares_checkpoints import Checkpoints, build_checkpoints
 from benchmarks.stats import mean_ci, paired_difference
 from envs.config import make_config
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningConfig, LatentReasoningVectorEnv
@@ -288,20 +288,13 @@ def ppo_rllib(env_kwargs: dict, iterations: int, seed: int, out_dir: Path) -> An
     return train_rllib(ENV_ID, cfg)
 
 
-def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> dict:
-    data_path = DATA / DATASETS[key]
-    split = leave_one_out(load_dataset(data_path))
-    users = split.users("test")
-    ckpt = build_checkpoints(key, split, ckpt_dir, spt_only=run.env_only)
-    rows, timings, seeds = [], {}, draw_seeds(run.seed, run.draws)
-    # the settings recorded with the results (the step cost only with env rows)
-    recorded = {"step_cost": None, **{name: getattr(run, name) for name in run.RECORDED}}
-    models = {"SASRec": ckpt.sasrec, "SASRec, prefix instances": ckpt.control}
-    for name, path in ({} if run.env_only else models).items():
+def model_rows(ckpt: Checkpoints, split: LeaveOneOutSplit, seeds: list[int]) -> tuple[list[dict], dict[str, list]]:
+    """The SASRec, control, SPT and RPT rows on every test user (LARES over the noise ``seeds``), and the training
+    logs of both LARES checkpoints for the result record."""
+    users, rows, histories = split.users("test"), [], {}
+    for name, path in (("SASRec", ckpt.sasrec), ("SASRec, prefix instances", ckpt.control)):
         rows.append(row(name, users, sasrec_ranks(path, split), note=SASREC_NOTES[name]))
-    # training logs of both LARES checkpoints, for the result record
-    histories = {"LARES-SPT": load_lares(ckpt.spt).meta.get("history", []), "LARES-SPT+RPT": []}
-    for name, path in () if run.env_only else (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
+    for name, path in (("LARES-SPT", ckpt.spt), ("LARES-SPT+RPT", ckpt.rpt)):
         model = load_lares(path)
         c, histories[name] = model.config, model.meta.get("history", [])
         note = f"depth {c.eval_steps}, SPT loss CE + {c.alpha_tla} TLA + {c.gamma_sla} SLA"
@@ -311,6 +304,21 @@ def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> 
             note += "; RPT never beat SPT on validation: these are the SPT weights"
         ranks = np.stack([evaluate_ranks(model, split, "test", c.eval_steps, seed=s) for s in seeds])
         rows.append(row(name, users, ranks, np.full(len(users), c.eval_steps), note=note))
+    return rows, histories
+
+
+def run_dataset(key: str, out_dir: Path, ckpt_dir: Path, run: BenchSettings) -> dict:
+    data_path = DATA / DATASETS[key]
+    split = leave_one_out(load_dataset(data_path))
+    users = split.users("test")
+    ckpt = build_checkpoints(key, split, ckpt_dir, spt_only=run.env_only)
+    rows, timings, seeds = [], {}, draw_seeds(run.seed, run.draws)
+    # the settings recorded with the results (the step cost only with env rows)
+    recorded = {"step_cost": None, **{name: getattr(run, name) for name in run.RECORDED}}
+    if run.env_only:  # no model rows; the record keeps the SPT's training log
+        histories = {"LARES-SPT": load_lares(ckpt.spt).meta.get("history", []), "LARES-SPT+RPT": []}
+    else:
+        rows, histories = model_rows(ckpt, split, seeds)
     if run.models_only:
         return _finish(key, split, histories, rows, timings, recorded, out_dir)
     step_cost = recorded["step_cost"] = STEP_COST[key] if run.step_cost is None else run.step_cost
