@@ -95,14 +95,12 @@ ENV_ID = "recrail/LatentReasoning-v0"
 # draws each); of 0.001 / 0.0015 / 0.002 / 0.003 (steps ratios 0.65 / 0.69 / 0.61 / 0.58, all within +-0.001 of
 # fixed depth 4) the best difference: 0.001 (agents observing the latent state; for the stats-only agents the
 # chooser now takes 0.0015: 0.001 ran to 0.75 of the steps; not adopted until seeds are run at it,
-# benchmarks/lares_experiments.md). Beauty (the same chooser on the recipe's prefix-trained SPT with its low-lr
-# phase, fold 0's 4,473 users x 2 draws): of 0.0005 / 0.001 / 0.0015 / 0.002 (steps ratios 0.76 / 0.68 / 0.59 /
-# 0.55) the best difference within the budget: 0.001, -0.0010 [-0.0019, -0.0002]; the chooser run with RLlib's agent
-# (``--library rllib``; 0.001 / 0.0015 / 0.002 / 0.003: ratios 0.66 / 0.55 / 0.50 / 0.53) took 0.001 too, so both
-# agents share it. The SPT before that phase took 0.0005 (ratios 0.68 / 0.60 / 0.63 / 0.52); at 0.002, chosen on the
-# window-trained model, both agents stopped at about depth 2 on test: depth 2 -> 3 gains 0.0013 NDCG@10 there, less
-# than the cost. Beauty's SPT with deep supervision (the recipe since then) keeps 0.001, not re-chosen
-STEP_COST = {"ml-100k": 0.001, "beauty": 0.001}
+# benchmarks/lares_experiments.md). Beauty (the same chooser on the recipe's SPT with deep supervision, fold 0's
+# 4,473 users x 2 draws): of 0.0005 / 0.00075 / 0.001 (steps ratios 0.63 / 0.59 / 0.59) the best difference:
+# 0.0005, -0.0004 [-0.0013, +0.0004]. The SPT before deep supervision took 0.001 (0.0005 ran to 0.76 of the steps;
+# the chooser with RLlib's agent agreed), the one before its low-lr phase 0.0005; at 0.002, chosen on the
+# window-trained model, both agents stopped at about depth 2 on test: depth 2 -> 3 gained 0.0013 NDCG@10 there
+STEP_COST = {"ml-100k": 0.001, "beauty": 0.0005}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
 PER_USER = "per_user.csv.gz"  # every row's per-user metrics, under <out>/<dataset>/
