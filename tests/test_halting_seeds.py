@@ -42,9 +42,16 @@ def test_table_counts_met_runs_and_lists_drops():
 
 
 def test_load_record_names_the_missing_dataset(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lares.json does not exist"):
+    with pytest.raises(FileNotFoundError, match="has neither lares.json nor lares_env.json"):
         load_record(tmp_path, "ml-100k")
     (tmp_path / "lares.json").write_text(json.dumps([{"dataset": "beauty"}]))
     with pytest.raises(ValueError, match=r"no 'ml-100k' results; it has \['beauty'\]"):
         load_record(tmp_path, "ml-100k")
     assert load_record(tmp_path, "beauty") == {"dataset": "beauty"}
+
+
+def test_load_record_reads_an_env_only_run_and_prefers_the_full_record(tmp_path):
+    (tmp_path / "lares_env.json").write_text(json.dumps([{"dataset": "beauty", "from": "env"}]))
+    assert load_record(tmp_path, "beauty")["from"] == "env"
+    (tmp_path / "lares.json").write_text(json.dumps([{"dataset": "beauty", "from": "full"}]))
+    assert load_record(tmp_path, "beauty")["from"] == "full"
