@@ -104,6 +104,8 @@ STEP_COST = {"ml-100k": 0.001, "beauty": 0.0005}
 # a row note's calibration result (``calibration_note``): where, NDCG@10, mean steps
 CALIBRATION_NOTE = re.compile(r"\((validation|held-out validation fold \d): NDCG@10 ([0-9.]+) at ([0-9.]+) steps\)")
 PER_USER = "per_user.csv.gz"  # every row's per-user metrics, under <out>/<dataset>/
+# the result record's file name (<name>.md / .json) per row set: all rows, --models-only, --env-only
+RECORD_NAMES = {"full": "lares", "models": "lares_models", "env": "lares_env"}
 # PPO's training reward: "potential" pays the metric as it accrues (the env's potential_shaping: same
 # optimal policy, per-step credit); "logp" adds 0.1 x the change of log p(target) (changes the objective)
 SHAPING = ("potential", "logp", "none")
@@ -437,7 +439,7 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies;
     ``lares_env.md``/``.json`` with ``env_only``: the env policies only)."""
-    name = "lares_models" if settings.models_only else "lares_env" if settings.env_only else "lares"
+    name = RECORD_NAMES["models" if settings.models_only else "env" if settings.env_only else "full"]
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"

@@ -2,10 +2,10 @@
 
 The issue's target for a halting policy: NDCG@10 within the CI of fixed depth 4's or above it (the paired
 difference's 95% CI reaches 0 or lies above it) at no more than 70% of depth 4's mean steps. For each
-``bench_lares`` run (its ``lares.json``, or ``lares_env.json`` from an ``--env-only`` run) this prints one line per run with its budget threshold's selection
-(``--budget-select``; runs before the option selected on NDCG@10) and every halting row's
-difference [CI] (steps ratio), bold when met, the met count per row, and how far each calibrated row's
-test NDCG@10 fell below its NDCG@10 on the users it was calibrated on (from the row's note,
+``bench_lares`` run (its ``lares.json``, or ``lares_env.json`` from an ``--env-only`` run) this prints one line
+per run with its budget threshold's selection (``--budget-select``; runs before the option selected on NDCG@10)
+and every halting row's difference [CI] (steps ratio), bold when met, the met count per row, and how far each
+calibrated row's test NDCG@10 fell below its NDCG@10 on the users it was calibrated on (from the row's note,
 ``bench_lares.CALIBRATION_NOTE``): a large drop marks a policy fitted to those users.
 
     python -m benchmarks.halting_seeds runs/nl_s0 runs/nl_s1 runs/nl_s2 --dataset ml-100k
@@ -17,18 +17,16 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.bench_lares import BUDGET_STEPS, CALIBRATION_NOTE, DATASETS, PAIRS
+from benchmarks.bench_lares import BUDGET_STEPS, CALIBRATION_NOTE, DATASETS, PAIRS, RECORD_NAMES
 
 ROWS = tuple(a for a, b in PAIRS if b == "fixed_depth_4")  # the halting rows the bench pairs with depth 4
 MAX_STEPS_RATIO = round(BUDGET_STEPS / 4, 6)  # the issue's budget: 70% of fixed depth 4's steps
-
-
-RECORDS = ("lares.json", "lares_env.json")  # a full bench run's record, else an --env-only run's
+RECORDS = tuple(f"{RECORD_NAMES[rows]}.json" for rows in ("full", "env"))  # a full run's record, else --env-only's
 
 
 def load_record(run_dir: Path, dataset: str) -> dict:
     """The ``dataset`` record of a bench run folder: its ``lares.json``, or ``lares_env.json`` if it has none."""
-    path = next((Path(run_dir) / name for name in RECORDS if (Path(run_dir) / name).is_file()), None)
+    path = next((p for p in (Path(run_dir) / name for name in RECORDS) if p.is_file()), None)
     if path is None:
         raise FileNotFoundError(f"{run_dir} has neither {' nor '.join(RECORDS)}: not a bench_lares --out folder")
     records = {r["dataset"]: r for r in json.loads(path.read_text())}
