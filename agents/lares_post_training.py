@@ -20,7 +20,8 @@ stopping, up to that many epochs from the best epoch at a lower lr (Beauty's rec
 
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
 RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances``, subsampled to
-``max_instances``), kept only if their target enters the SPT model's top-``filter_top`` at least once in
+``max_instances``; ``instances="held-out"``: each user's last pair only, which an SPT trained with
+``hold_out_last`` never fitted, so RPT's reward is measured on targets SPT has not memorised), kept only if their target enters the SPT model's top-``filter_top`` at least once in
 ``filter_tries`` stochastic scorings (noise + sampled step count). For each batch, G rollouts are
 run (rollout g: its own step count, initial noise and dropout mask, shared across the batch); the
 per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
@@ -109,6 +110,9 @@ class SPTConfig:
     # "all" training windows, "last": each user's most recent one (as SASRec), or "prefix": one instance
     # per (prefix, next item) pair with CE at its last position only (the authors' instances)
     windows: str = "all"
+    # with windows="prefix": leave out each user's last training pair (the split's "train" stage), so that RPT
+    # with RPTConfig.instances="held-out" trains on pairs this SPT never fitted
+    hold_out_last: bool = False
     # a LARES SPT checkpoint to continue: its weights are the first candidate for the best model, its
     # history is kept, epochs are numbered after its last and Adam continues from its saved moments (if
     # any) with this config's lr and weight decay
@@ -128,6 +132,8 @@ class SPTConfig:
         check_anneal_phase("SPTConfig", self.anneal_epochs, self.anneal_lr)
         if self.windows not in ("all", "last", "prefix"):
             raise ValueError(f"SPTConfig.windows = {self.windows!r} is invalid; allowed: 'all', 'last' or 'prefix'")
+        if self.hold_out_last and self.windows != "prefix":
+            raise ValueError(f"SPTConfig.hold_out_last = True needs windows='prefix', got windows={self.windows!r}")
         _check_eval_users("SPTConfig", self.eval_users)
         if self.init_from is not None and self.resume_from is not None:
             raise ValueError(f"SPTConfig.init_from = {str(self.init_from)!r} and resume_from = "
@@ -156,10 +162,14 @@ class RPTConfig:
     out: Path | None = None
     dropout: str = "policy"  # one of DROPOUT: where dropout acts (module docstring)
     advantage: str = "grpo"  # one of ADVANTAGES (simulators.recsys.lares.rollout_advantages)
+    # one of INSTANCES: every training (prefix, next item) pair, or only each user's last one (the pairs an
+    # SPT with SPTConfig.hold_out_last never fitted)
+    instances: str = "prefix"
 
     REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
     DROPOUT = ("policy", "shared", "off")
     ADVANTAGES = ADVANTAGES
+    INSTANCES = ("prefix", "held-out")
 
     def __post_init__(self) -> None:
         _check_eval_users("RPTConfig", self.eval_users)
@@ -173,6 +183,8 @@ class RPTConfig:
             raise ValueError(f"RPTConfig.dropout = {self.dropout!r} is invalid; allowed: one of {self.DROPOUT}")
         if self.advantage not in self.ADVANTAGES:
             raise ValueError(f"RPTConfig.advantage = {self.advantage!r} is invalid; allowed: one of {self.ADVANTAGES}")
+        if self.instances not in self.INSTANCES:
+            raise ValueError(f"RPTConfig.instances = {self.instances!r} is invalid; allowed: one of {self.INSTANCES}")
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
@@ -206,10 +218,12 @@ def training_windows(split: LeaveOneOutSplit, max_len: int, last_only: bool = Fa
     return inputs, targets
 
 
-def spt_instances(split: LeaveOneOutSplit, max_len: int, windows: str) -> tuple[np.ndarray, np.ndarray]:
-    """SPT inputs and targets ``[N, max_len]`` (target 0 = no loss) for ``SPTConfig.windows``."""
+def spt_instances(split: LeaveOneOutSplit, max_len: int, windows: str, hold_out_last: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """SPT inputs and targets ``[N, max_len]`` (target 0 = no loss) for ``SPTConfig.windows`` and
+    ``SPTConfig.hold_out_last``."""
     if windows == "prefix":
-        return split.prefix_windows(max_len)
+        return split.prefix_windows(max_len, hold_out_last)
     return training_windows(split, max_len, last_only=windows == "last")
 
 
@@ -307,7 +321,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.resume_from is not None:
         history = _resumed(model, opt, config.resume_from)
-    inputs, targets = spt_instances(split, model_config.max_len, config.windows)
+    inputs, targets = spt_instances(split, model_config.max_len, config.windows, config.hold_out_last)
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
     best, best_state, best_opt, start = -1.0, None, None, time.time()
@@ -504,7 +518,10 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
     gen = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(spt_model).eval().requires_grad_(False)
     policy = copy.deepcopy(spt_model)
-    inputs, targets = split.prefix_instances(spt_model.config.max_len)
+    if config.instances == "held-out":
+        inputs, targets = (t.numpy() for t in split.batch("train", split.users("train"), spt_model.config.max_len))
+    else:
+        inputs, targets = split.prefix_instances(spt_model.config.max_len)
     if config.max_instances is not None and len(targets) > config.max_instances:
         sub = np.sort(rng.choice(len(targets), config.max_instances, replace=False))
         inputs, targets = inputs[sub], targets[sub]
@@ -591,6 +608,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--patience", type=int, default=SPTConfig.patience)
     p.add_argument("--lr", type=float, default=SPTConfig.lr, help="SPT learning rate")
     p.add_argument("--windows", choices=("all", "last", "prefix"), default="all", help="SPT training instances")
+    p.add_argument("--hold-out-last", action="store_true",
+                   help="with --windows prefix: SPT leaves out each user's last training pair (for --rpt-instances "
+                        "held-out)")
     p.add_argument("--tau", type=float, default=1.0, help="InfoNCE temperature of TLA/SLA (LARESConfig.tau)")
     p.add_argument("--dropout", type=float, default=LARESConfig.dropout, help="LARESConfig.dropout (SPT)")
     p.add_argument("--alpha-tla", type=float, default=LARESConfig.alpha_tla, help="TLA weight in the SPT loss")
@@ -620,6 +640,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rpt-advantage", choices=RPTConfig.ADVANTAGES, default=RPTConfig.advantage,
                    help="per-rollout advantage: GRPO's group-normalised reward, its positive part only, or 1 "
                         "(CE on the rollouts, the control)")
+    p.add_argument("--rpt-instances", choices=RPTConfig.INSTANCES, default=RPTConfig.instances,
+                   help="RPT's training pairs: every (prefix, next item) pair, or each user's last one only")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
@@ -627,7 +649,7 @@ def main(argv: list[str] | None = None) -> None:
         spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users or None,
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
-                            windows=args.windows, resume_from=args.resume, anneal_epochs=args.anneal_epochs,
+                            windows=args.windows, hold_out_last=args.hold_out_last, resume_from=args.resume, anneal_epochs=args.anneal_epochs,
                             anneal_lr=args.anneal_lr)  # the best epoch is saved as it goes
         model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
                                                          dropout=args.dropout, alpha_tla=args.alpha_tla,
@@ -645,7 +667,8 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed, lr=args.rpt_lr, group_size=args.group_size,
                             eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances,
                             reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta,
-                            dropout=args.rpt_dropout, advantage=args.rpt_advantage)
+                            dropout=args.rpt_dropout, advantage=args.rpt_advantage,
+                            instances=args.rpt_instances)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

@@ -168,6 +168,26 @@ def test_prefix_instances_score_only_their_last_position(tiny_split):
     assert list(inputs[1, -2:]) == list(seq[:2]) and (inputs[1, :-2] == 0).all() and targets[1, -1] == seq[2]
 
 
+def test_held_out_prefix_instances_are_the_train_stage_pairs(tiny_split):
+    """hold_out_last removes exactly each user's last training pair, which is the split's "train" stage pair
+    (what RPT's instances="held-out" trains on); every other pair stays, in order."""
+    inputs, targets = spt_instances(tiny_split, 8, "prefix")
+    kept_in, kept_t = spt_instances(tiny_split, 8, "prefix", hold_out_last=True)
+    held_in, held_t = tiny_split.batch("train", tiny_split.users("train"), 8)
+    assert len(kept_t) == len(targets) - len(held_t) > 0
+    last = np.cumsum([max(len(tiny_split.train_sequence(u)) - 1, 0) for u in range(tiny_split.n_users)]) - 1
+    last = np.unique(last[last >= 0])  # each user's last row of the full instances
+    np.testing.assert_array_equal(inputs[last], held_in.numpy())
+    np.testing.assert_array_equal(targets[last, -1], held_t.numpy())
+    rest = np.setdiff1d(np.arange(len(targets)), last)
+    np.testing.assert_array_equal(inputs[rest], kept_in)
+    np.testing.assert_array_equal(targets[rest], kept_t)
+    with pytest.raises(ValueError, match="hold_out_last = True needs windows='prefix', got windows='all'"):
+        SPTConfig(hold_out_last=True)
+    with pytest.raises(ValueError, match="instances = 'train'"):
+        RPTConfig(instances="train")
+
+
 def test_same_target_partners():
     targets = np.array([5, 5, 7, 5, 9, 7])
     p = same_target_partners(targets, np.random.default_rng(0))
@@ -281,14 +301,18 @@ def test_cli_passes_the_rpt_settings_and_the_anneal_phase(tmp_path, monkeypatch)
     import agents.lares_post_training as post_training
     from simulators.recsys.lares import load_lares
 
-    seen = []
+    seen, held_out = [], []
     monkeypatch.setattr(post_training, "train_rpt", lambda model, split, config: seen.append(config) or (model, []))
+    real_instances = post_training.spt_instances
+    monkeypatch.setattr(post_training, "spt_instances",
+                        lambda *a: held_out.append(a[3]) or real_instances(*a))
     out = tmp_path / "m.pt"
     post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
-                        "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
-                        "--rpt-advantage", "positive", "--anneal-epochs", "1", "--anneal-lr", "1e-4", "--out", str(out)])
-    assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage) == (
-        "ndcg", 20, 0.5, "shared", "positive")
+                        "--windows", "prefix", "--hold-out-last", "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
+                        "--rpt-advantage", "positive", "--rpt-instances", "held-out", "--anneal-epochs", "1", "--anneal-lr", "1e-4", "--out", str(out)])
+    assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage, seen[0].instances) == (
+        "ndcg", 20, 0.5, "shared", "positive", "held-out")
+    assert held_out == [True]
     assert [h["epoch"] for h in load_lares(out).meta["history"]] == [0, 1]  # the SPT epoch and the low-lr one
     assert (tmp_path / "m_rpt.pt").is_file()
     with pytest.raises(ValueError, match="beta = -1.0"):
@@ -428,3 +452,18 @@ def test_train_spt_anneal_phase_equals_a_resume_from_the_best_epoch(tiny_split, 
 def test_spt_config_rejects_a_bad_anneal_phase(epochs, lr):
     with pytest.raises(ValueError, match=f"anneal_(epochs|lr) = {lr!r}" if epochs >= 0 else "anneal_epochs = -1"):
         SPTConfig(anneal_epochs=epochs, anneal_lr=lr)
+
+
+def test_train_rpt_trains_on_the_instances_it_is_given(tiny_split):
+    """With a filter every target passes (top-30 of 30 items), RPT's instance count is every training pair for
+    instances="prefix" and one per user with a "train" stage pair for "held-out"."""
+    from agents.lares_post_training import train_rpt
+
+    spt = LARES(LARESConfig(**TINY)).eval()
+    counts = {}
+    for instances in RPTConfig.INSTANCES:
+        config = RPTConfig(epochs=1, batch_size=16, eval_users=None, filter_top=30, progress=False,
+                           instances=instances)
+        counts[instances] = train_rpt(spt, tiny_split, config)[1][0]["instances"]
+    assert counts["held-out"] == len(tiny_split.users("train"))
+    assert counts["prefix"] == len(tiny_split.prefix_instances(8)[1]) > counts["held-out"]

@@ -103,20 +103,22 @@ class LeaveOneOutSplit:
         targets = _left_pad([w[1:] for w in windows], max_len)
         return torch.from_numpy(inputs).long(), torch.from_numpy(targets).long()
 
-    def prefix_instances(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    def prefix_instances(self, max_len: int, hold_out_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Every (prefix, next item) pair of the training sequences: inputs ``[N, max_len]`` (the prefix's
-        last ``max_len`` items, left-padded) and targets ``[N]``, users in order, shortest prefix first."""
+        last ``max_len`` items, left-padded) and targets ``[N]``, users in order, shortest prefix first.
+        ``hold_out_last`` leaves out each user's last pair, which is the "train" stage's (:meth:`batch`)."""
         rows, targets = [], []
         for u in range(self.n_users):
             seq = self.train_sequence(u)
-            rows += [seq[max(0, t - max_len):t] for t in range(1, len(seq))]
-            targets += list(seq[1:])
+            end = len(seq) - 1 if hold_out_last else len(seq)
+            rows += [seq[max(0, t - max_len):t] for t in range(1, end)]
+            targets += list(seq[1:end])
         return _left_pad(rows, max_len).astype(np.int64), np.asarray(targets, dtype=np.int64)
 
-    def prefix_windows(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    def prefix_windows(self, max_len: int, hold_out_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`prefix_instances` in the window format: inputs and targets ``[N, max_len]``, each row's
         target at its last position only (target 0 = no loss)."""
-        inputs, last = self.prefix_instances(max_len)
+        inputs, last = self.prefix_instances(max_len, hold_out_last)
         targets = np.zeros_like(inputs)
         targets[:, -1] = last
         return inputs, targets
