@@ -21,21 +21,21 @@ stopping, up to that many epochs from the best epoch at a lower lr (Beauty's rec
 RPT (:func:`train_rpt`): starts from the SPT model, which also stays frozen as the reference.
 RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances``, subsampled to
 ``max_instances``; ``instances="held-out"``: each user's last pair only, which an SPT trained with
-``hold_out_last`` never fitted, so RPT's reward is measured on targets SPT has not memorised), kept only if their target enters the SPT model's top-``filter_top`` at least once in
-``filter_tries`` stochastic scorings (noise + sampled step count). For each batch, G rollouts are
-run (rollout g: its own step count, initial noise and dropout mask, shared across the batch); the
-per-step action log-prob is ``log p_t(target)``, the reward is Recall@10 (or NDCG@10) of the last
-step's full ranking with the input items masked, the advantage is group-normalised (``advantage``
-selects it or the variants of :func:`simulators.recsys.lares.rollout_advantages`: its positive part, or 1
-for every rollout as the control), and the loss is :func:`simulators.recsys.lares.grpo_loss` with the
-reference run at the same step count and noise.
-``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the option) in the policy's
-rollouts only, with the reference in eval mode, so the KL term is nonzero before any update;
-``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the KL
-then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward,
-the KL and ``mixed``: the share of groups whose G rewards differ (the others get no policy gradient).
-Validation after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT
-model itself included (so RPT never reports a validation loss as a gain).
+``hold_out_last`` never fitted, so RPT's reward is earned on targets SPT has not memorised), kept only if
+their target enters the SPT model's top-``filter_top`` at least once in ``filter_tries`` stochastic scorings
+(noise + sampled step count). For each batch, G rollouts are run (rollout g: its own step count, initial
+noise and dropout mask, shared across the batch); the per-step action log-prob is ``log p_t(target)``, the
+reward is Recall@10 (or NDCG@10) of the last step's full ranking with the input items masked, the advantage
+is group-normalised (``advantage`` selects it or the variants of
+:func:`simulators.recsys.lares.rollout_advantages`: its positive part, or 1 for every rollout as the
+control), and the loss is :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step
+count and noise. ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
+option) in the policy's rollouts only, with the reference in eval mode, so the KL term is nonzero before any
+update; ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the
+KL then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward, the
+KL and ``mixed``: the share of groups whose G rewards differ (the others get no policy gradient). Validation
+after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT model itself included
+(so RPT never reports a validation loss as a gain).
 
 Command line (checkpoints go outside the repo except the small default weights)::
 
@@ -649,7 +649,8 @@ def main(argv: list[str] | None = None) -> None:
         spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users or None,
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
-                            windows=args.windows, hold_out_last=args.hold_out_last, resume_from=args.resume, anneal_epochs=args.anneal_epochs,
+                            windows=args.windows, hold_out_last=args.hold_out_last, resume_from=args.resume,
+                            anneal_epochs=args.anneal_epochs,
                             anneal_lr=args.anneal_lr)  # the best epoch is saved as it goes
         model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
                                                          dropout=args.dropout, alpha_tla=args.alpha_tla,

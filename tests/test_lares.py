@@ -308,8 +308,10 @@ def test_cli_passes_the_rpt_settings_and_the_anneal_phase(tmp_path, monkeypatch)
                         lambda *a: held_out.append(a[3]) or real_instances(*a))
     out = tmp_path / "m.pt"
     post_training.main(["--default-world", "--phase", "both", "--epochs", "1", "--eval-users", "50", "--max-len", "4",
-                        "--windows", "prefix", "--hold-out-last", "--rpt-reward", "ndcg", "--rpt-k", "20", "--rpt-beta", "0.5", "--rpt-dropout", "shared",
-                        "--rpt-advantage", "positive", "--rpt-instances", "held-out", "--anneal-epochs", "1", "--anneal-lr", "1e-4", "--out", str(out)])
+                        "--windows", "prefix", "--hold-out-last", "--rpt-reward", "ndcg", "--rpt-k", "20",
+                        "--rpt-beta", "0.5", "--rpt-dropout", "shared", "--rpt-advantage", "positive",
+                        "--rpt-instances", "held-out", "--anneal-epochs", "1", "--anneal-lr", "1e-4",
+                        "--out", str(out)])
     assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage, seen[0].instances) == (
         "ndcg", 20, 0.5, "shared", "positive", "held-out")
     assert held_out == [True]
