@@ -650,8 +650,7 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed, patience=args.patience, out=args.out, lr=args.lr,
                             init_from=args.init_from, init_layers=not args.no_init_layers,
                             windows=args.windows, hold_out_last=args.hold_out_last, resume_from=args.resume,
-                            anneal_epochs=args.anneal_epochs,
-                            anneal_lr=args.anneal_lr)  # the best epoch is saved as it goes
+                            anneal_epochs=args.anneal_epochs, anneal_lr=args.anneal_lr)  # saves each best epoch
         model, hist, adam = train_spt(split, LARESConfig(n_items=split.n_items, max_len=args.max_len, tau=args.tau,
                                                          dropout=args.dropout, alpha_tla=args.alpha_tla,
                                                          gamma_sla=args.gamma_sla, mid_ce=args.mid_ce), spt_cfg)
