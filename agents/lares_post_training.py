@@ -29,7 +29,12 @@ reward is Recall@10 (or NDCG@10) of the last step's full ranking with the input 
 is group-normalised (``advantage`` selects it or the variants of
 :func:`simulators.recsys.lares.rollout_advantages`: its positive part, or 1 for every rollout as the
 control), and the loss is :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step
-count and noise. ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
+count and noise. ``action="list"`` replaces the authors' action (the target, which every rollout shares, so the
+reward can only re-weight pushes on the ground truth): each rollout draws ``list_samples`` ranked lists of ``k``
+items from its last step's Plackett-Luce distribution (:mod:`simulators.recsys.plackett_luce`); a list's reward
+is the metric of the target's place in it, its per-step log-prob the list's PL log-prob under that step's scores,
+and the advantage is normalised over the G x ``list_samples`` lists, so lists that miss the target push their
+items down. ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
 option) in the policy's rollouts only, with the reference in eval mode, so the KL term is nonzero before any
 update; ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the
 KL then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward, the
@@ -80,6 +85,7 @@ from simulators.recsys.lares import (
     trim_padding,
 )
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
+from simulators.recsys.plackett_luce import list_log_prob, list_rewards, sample_lists
 from simulators.recsys.best_epoch import check_anneal_phase, restart_at_lr, snapshot
 from simulators.recsys.sasrec import load_checkpoint
 from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
@@ -165,11 +171,20 @@ class RPTConfig:
     # one of INSTANCES: every training (prefix, next item) pair, or only each user's last one (the pairs an
     # SPT with SPTConfig.hold_out_last never fitted)
     instances: str = "prefix"
+    # one of ACTIONS: "target", the authors' (the per-step action is the target, its log-prob log p_t(target),
+    # the reward the last step's deterministic ranking), or "list": each rollout draws list_samples ranked lists
+    # of k items from the last step's Plackett-Luce distribution at list_temperature (simulators.recsys.plackett_luce),
+    # each list is an action with its own reward (the metric of the target's place in it) and per-step log-prob
+    # (the list's PL log-prob under step t's scores); the advantage is normalised over the G x list_samples lists
+    action: str = "target"
+    list_samples: int = 4
+    list_temperature: float = 1.0
 
     REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
     DROPOUT = ("policy", "shared", "off")
     ADVANTAGES = ADVANTAGES
     INSTANCES = ("prefix", "held-out")
+    ACTIONS = ("target", "list")
 
     def __post_init__(self) -> None:
         _check_eval_users("RPTConfig", self.eval_users)
@@ -185,7 +200,11 @@ class RPTConfig:
             raise ValueError(f"RPTConfig.advantage = {self.advantage!r} is invalid; allowed: one of {self.ADVANTAGES}")
         if self.instances not in self.INSTANCES:
             raise ValueError(f"RPTConfig.instances = {self.instances!r} is invalid; allowed: one of {self.INSTANCES}")
-        for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries"):
+        if self.action not in self.ACTIONS:
+            raise ValueError(f"RPTConfig.action = {self.action!r} is invalid; allowed: one of {self.ACTIONS}")
+        if self.list_temperature <= 0:
+            raise ValueError(f"RPTConfig.list_temperature = {self.list_temperature!r} is invalid; allowed: a float > 0")
+        for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries", "list_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
         if self.beta < 0 or self.lr <= 0:
@@ -443,15 +462,21 @@ def _input_mask(inputs: torch.Tensor, n_items: int) -> torch.Tensor:
     return mask
 
 
-def _rollout_logps(model: LARES, H: torch.Tensor, mask: torch.Tensor, T0: torch.Tensor, steps: int,
-                   targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-step ``log p_t(target)`` ``[B, steps]`` and the last step's scores."""
-    states = model.reason(H, mask, steps, T0)
-    logps, scores = [], None
-    for T in states:
-        scores = model.score(T)
-        logps.append(F.log_softmax(scores, dim=-1).gather(1, targets[:, None]).squeeze(1))
-    return torch.stack(logps, dim=1), scores
+def _rollout_scores(model: LARES, H: torch.Tensor, mask: torch.Tensor, T0: torch.Tensor, steps: int
+                    ) -> list[torch.Tensor]:
+    """Each reasoning step's scores ``[B, n_items + 1]``."""
+    return [model.score(T) for T in model.reason(H, mask, steps, T0)]
+
+
+def _target_logps(scores: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Per-step ``log p_t(target)`` ``[B, steps]``."""
+    return torch.stack([F.log_softmax(s, dim=-1).gather(1, targets[:, None]).squeeze(1) for s in scores], dim=1)
+
+
+def _list_logps(scores: list[torch.Tensor], exclude: torch.Tensor, lists: torch.Tensor, temperature: float
+                ) -> torch.Tensor:
+    """Per-step PL log-probability of each list ``[B, S, steps]``."""
+    return torch.stack([list_log_prob(s, exclude, lists, temperature) for s in scores], dim=-1)
 
 
 def rpt_kept_spt(history: list[dict[str, float]]) -> bool:
@@ -476,9 +501,11 @@ def _reference_run(policy_rng: torch.Tensor | None, fn: Callable[..., _Out], *ar
 def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
                    config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
                    ) -> tuple[torch.Tensor, dict[str, float]]:
-    """GRPO loss of one batch: G rollouts, group-normalised terminal ranking reward, k3 KL to the reference."""
+    """GRPO loss of one batch: G rollouts (each with ``list_samples`` drawn lists if ``action="list"``),
+    group-normalised terminal ranking reward, k3 KL to the reference."""
     c = policy.config
     exclude = _input_mask(inputs, c.n_items)
+    drawable = exclude.scatter(1, targets[:, None], False)  # a list may hold the target even if it was an input
 
     def rng_state() -> torch.Tensor | None:
         return torch.get_rng_state() if config.dropout == "shared" else None
@@ -492,22 +519,30 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
         steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
         noise = torch.nn.init.trunc_normal_(torch.empty_like(H), 0.0, 1.0, -3.0, 3.0, generator=gen)
         state = rng_state()
-        logp, scores = _rollout_logps(policy, H, mask, policy.initial_state(H, noise), steps, targets)
-        ref_logp, _ = _reference_run(state, _rollout_logps, reference, H_ref, mask_ref,
-                                     reference.initial_state(H_ref, noise), steps, targets)
-        with torch.no_grad():
-            ranks = target_ranks(scores.detach(), targets, exclude)
-            r = recall_at_k(ranks, config.k) if config.reward == "recall" else ndcg_at_k(ranks, config.k)
+        scores = _rollout_scores(policy, H, mask, policy.initial_state(H, noise), steps)
+        ref_scores = _reference_run(state, _rollout_scores, reference, H_ref, mask_ref,
+                                    reference.initial_state(H_ref, noise), steps)
+        if config.action == "target":
+            logp, ref_logp = _target_logps(scores, targets), _target_logps(ref_scores, targets)
+            with torch.no_grad():
+                ranks = target_ranks(scores[-1].detach(), targets, exclude)
+                r = recall_at_k(ranks, config.k) if config.reward == "recall" else ndcg_at_k(ranks, config.k)
+        else:
+            lists = sample_lists(scores[-1].detach(), drawable, config.k, config.list_samples,
+                                 config.list_temperature, gen)
+            logp = _list_logps(scores, drawable, lists, config.list_temperature)
+            ref_logp = _list_logps(ref_scores, drawable, lists, config.list_temperature)
+            r = list_rewards(lists, targets, config.reward)
         per_rollout.append((logp, ref_logp))
         rewards.append(r)
-    R = torch.stack(rewards, dim=1)  # [B, G]
-    A = rollout_advantages(R, config.advantage)
+    R = torch.stack(rewards, dim=1)  # [B, G] or, with lists, [B, G, list_samples]
+    A = rollout_advantages(R.flatten(1), config.advantage).view(R.shape)
     for g, (logp, ref_logp) in enumerate(per_rollout):
         losses.append(grpo_loss(logp, ref_logp, A[:, g], config.beta))
         kls.append(kl_k3(ref_logp, logp.detach()).mean().item())
     loss = torch.stack(losses).mean()
     return loss, {"loss": loss.item(), "reward": R.mean().item(), "kl": float(np.mean(kls)),
-                  "mixed": mixed_share(R)}
+                  "mixed": mixed_share(R.flatten(1))}
 
 
 def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPTConfig()
@@ -642,6 +677,13 @@ def main(argv: list[str] | None = None) -> None:
                         "(CE on the rollouts, the control)")
     p.add_argument("--rpt-instances", choices=RPTConfig.INSTANCES, default=RPTConfig.instances,
                    help="RPT's training pairs: every (prefix, next item) pair, or each user's last one only")
+    p.add_argument("--rpt-action", choices=RPTConfig.ACTIONS, default=RPTConfig.action,
+                   help="RPT's action: the target (the authors') or ranked lists of --rpt-k items drawn from the last "
+                        "step's Plackett-Luce distribution")
+    p.add_argument("--rpt-list-samples", type=int, default=RPTConfig.list_samples,
+                   help="with --rpt-action list: lists drawn per rollout")
+    p.add_argument("--rpt-list-temperature", type=float, default=RPTConfig.list_temperature,
+                   help="with --rpt-action list: the PL distribution's temperature (1 = the model's softmax)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     split = _load_split(args)
@@ -668,7 +710,8 @@ def main(argv: list[str] | None = None) -> None:
                             eval_every=args.rpt_eval_every, max_instances=args.rpt_max_instances,
                             reward=args.rpt_reward, k=args.rpt_k, beta=args.rpt_beta,
                             dropout=args.rpt_dropout, advantage=args.rpt_advantage,
-                            instances=args.rpt_instances)
+                            instances=args.rpt_instances, action=args.rpt_action,
+                            list_samples=args.rpt_list_samples, list_temperature=args.rpt_list_temperature)
         rpt_model, hist = train_rpt(model, split, rpt_cfg)
         out = args.out.with_name(args.out.stem + "_rpt" + args.out.suffix)
         save_lares(rpt_model, out, half=args.half,

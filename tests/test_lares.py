@@ -311,9 +311,11 @@ def test_cli_passes_the_rpt_settings_and_the_anneal_phase(tmp_path, monkeypatch)
                         "--windows", "prefix", "--hold-out-last", "--rpt-reward", "ndcg", "--rpt-k", "20",
                         "--rpt-beta", "0.5", "--rpt-dropout", "shared", "--rpt-advantage", "positive",
                         "--rpt-instances", "held-out", "--anneal-epochs", "1", "--anneal-lr", "1e-4",
+                        "--rpt-action", "list", "--rpt-list-samples", "3", "--rpt-list-temperature", "0.5",
                         "--out", str(out)])
     assert (seen[0].reward, seen[0].k, seen[0].beta, seen[0].dropout, seen[0].advantage, seen[0].instances) == (
         "ndcg", 20, 0.5, "shared", "positive", "held-out")
+    assert (seen[0].action, seen[0].list_samples, seen[0].list_temperature) == ("list", 3, 0.5)
     assert held_out == [True]
     assert [h["epoch"] for h in load_lares(out).meta["history"]] == [0, 1]  # the SPT epoch and the low-lr one
     assert (tmp_path / "m_rpt.pt").is_file()
@@ -363,6 +365,33 @@ def test_rpt_advantage_mode_reaches_the_loss():
     assert parts["grpo"]["loss"] == pytest.approx(0.0, abs=1e-6)
     assert parts["positive"]["loss"] < -0.1
     assert parts["uniform"]["loss"] == pytest.approx(-1.0)
+
+
+def test_rpt_list_action_normalises_the_advantage_over_every_drawn_list():
+    """With action="list" each of the G rollouts draws list_samples lists: the reward is that of the lists
+    (not the deterministic ranking's), GRPO's advantages over the G x list_samples lists average 0, the uniform
+    control's loss is exactly -1 at beta 0, and the policy's own lists have a KL of 0 to itself."""
+    from agents.lares_post_training import rpt_batch_loss
+
+    torch.manual_seed(0)
+    model = LARES(LARESConfig(**TINY)).eval()
+    inputs, targets = _inputs(16), torch.randint(1, 31, (16,), generator=torch.Generator().manual_seed(1))
+    parts = {}
+    for action, advantage in [("target", "grpo"), ("list", "grpo"), ("list", "uniform")]:
+        config = RPTConfig(beta=0.0, advantage=advantage, group_size=4, reward="ndcg", k=5, action=action,
+                           list_samples=3, list_temperature=0.5)
+        loss, parts[action, advantage] = rpt_batch_loss(model, model, inputs, targets, config,
+                                                        np.random.default_rng(0), torch.Generator().manual_seed(0))
+        assert loss.requires_grad and torch.isfinite(loss)
+    listed = parts["list", "grpo"]
+    assert listed["reward"] != parts["target", "grpo"]["reward"]
+    assert 0 < listed["mixed"] <= 1 and listed["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert listed["loss"] == pytest.approx(0.0, abs=1e-6)
+    assert parts["list", "uniform"]["loss"] == pytest.approx(-1.0)
+    for bad, match in [({"action": "ranking"}, "action = 'ranking'"), ({"list_samples": 0}, "list_samples = 0"),
+                       ({"list_temperature": 0.0}, "list_temperature = 0.0")]:
+        with pytest.raises(ValueError, match=match):
+            RPTConfig(**bad)
 
 
 @pytest.mark.parametrize("lr", [1e-9, 3e-2])  # a step too small to change validation, and a large one
