@@ -34,7 +34,7 @@ reward can only re-weight pushes on the ground truth): each rollout draws ``list
 items from its last step's Plackett-Luce distribution (:mod:`simulators.recsys.plackett_luce`); a list's reward
 is the metric of the target's place in it, its per-step log-prob the list's PL log-prob under that step's scores,
 and the advantage is normalised over the G x ``list_samples`` lists, so lists that miss the target push their
-items down. ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
+items down (with ``dropout`` "shared" or "off": against an eval-mode reference the KL of a list explodes). ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
 option) in the policy's rollouts only, with the reference in eval mode, so the KL term is nonzero before any
 update; ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the
 KL then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward, the
@@ -202,6 +202,11 @@ class RPTConfig:
             raise ValueError(f"RPTConfig.instances = {self.instances!r} is invalid; allowed: one of {self.INSTANCES}")
         if self.action not in self.ACTIONS:
             raise ValueError(f"RPTConfig.action = {self.action!r} is invalid; allowed: one of {self.ACTIONS}")
+        if self.action == "list" and self.dropout == "policy":
+            # k3 = exp(ref - lp) - (ref - lp) - 1 on a 10-item list's log-prob: with dropout in the policy only, the
+            # log-ratio is tens of nats and the KL term explodes (measured on Beauty: 8.5e13 in the first epoch)
+            raise ValueError("RPTConfig.action = 'list' with dropout = 'policy' is invalid; allowed: dropout 'shared' "
+                             "or 'off' (the KL of a list's log-prob to an eval-mode reference explodes)")
         if self.list_temperature <= 0:
             raise ValueError(f"RPTConfig.list_temperature = {self.list_temperature!r} is invalid; allowed: a float > 0")
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries", "list_samples"):

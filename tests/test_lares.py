@@ -379,7 +379,7 @@ def test_rpt_list_action_normalises_the_advantage_over_every_drawn_list():
     parts = {}
     for action, advantage in [("target", "grpo"), ("list", "grpo"), ("list", "uniform")]:
         config = RPTConfig(beta=0.0, advantage=advantage, group_size=4, reward="ndcg", k=5, action=action,
-                           list_samples=3, list_temperature=0.5)
+                           list_samples=3, list_temperature=0.5, dropout="shared")
         loss, parts[action, advantage] = rpt_batch_loss(model, model, inputs, targets, config,
                                                         np.random.default_rng(0), torch.Generator().manual_seed(0))
         assert loss.requires_grad and torch.isfinite(loss)
@@ -389,7 +389,8 @@ def test_rpt_list_action_normalises_the_advantage_over_every_drawn_list():
     assert listed["loss"] == pytest.approx(0.0, abs=1e-6)
     assert parts["list", "uniform"]["loss"] == pytest.approx(-1.0)
     for bad, match in [({"action": "ranking"}, "action = 'ranking'"), ({"list_samples": 0}, "list_samples = 0"),
-                       ({"list_temperature": 0.0}, "list_temperature = 0.0")]:
+                       ({"list_temperature": 0.0}, "list_temperature = 0.0"),
+                       ({"action": "list"}, "action = 'list' with dropout = 'policy'")]:
         with pytest.raises(ValueError, match=match):
             RPTConfig(**bad)
 
