@@ -34,8 +34,9 @@ reward can only re-weight pushes on the ground truth): each rollout draws ``list
 items from its last step's Plackett-Luce distribution (:mod:`simulators.recsys.plackett_luce`); a list's reward
 is the metric of the target's place in it, its per-step log-prob the list's PL log-prob under that step's scores,
 and the advantage is normalised over the G x ``list_samples`` lists, so lists that miss the target push their
-items down (with ``dropout`` "shared" or "off": against an eval-mode reference the KL of a list explodes). ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the
-option) in the policy's rollouts only, with the reference in eval mode, so the KL term is nonzero before any
+items down (with ``dropout`` "shared" or "off": against an eval-mode reference the KL of a list explodes).
+``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the option) in the policy's
+rollouts only, with the reference in eval mode, so the KL term is nonzero before any
 update; ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the
 KL then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward, the
 KL and ``mixed``: the share of groups whose G rewards differ (the others get no policy gradient). Validation

@@ -9,8 +9,8 @@ the top-k of ``scores / temperature + Gumbel noise``, in order). The list's log-
     log P(a_1..a_k) = sum_i [ z_{a_i} - log sum_{j not excluded, j not in a_<i} exp z_j ],  z = scores / temperature,
 
 computed from one sum over all items and the drawn items' cumulative mass, so its cost does not grow with ``k``
-beyond a gather. The reward of a list is the ranking metric of the target's
-position in it (Recall@k / NDCG@k, :mod:`simulators.recsys.metrics`), 0 when the target is not drawn.
+beyond a gather. The reward of a list is the ranking metric of the target's position in it (Recall@k / NDCG@k,
+:mod:`simulators.recsys.metrics`), 0 when the target is not drawn.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def _masked(scores: torch.Tensor, exclude: torch.Tensor, temperature: float) -> 
     if temperature <= 0:
         raise ValueError(f"temperature = {temperature!r} is invalid; allowed: a float > 0")
     if exclude.shape != scores.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and exclude {tuple(exclude.shape)} must be equal [B, n_items+1]")
+        raise ValueError(f"scores {tuple(scores.shape)} and exclude {tuple(exclude.shape)} must be equal "
+                         "[B, n_items+1]")
     return (scores / temperature).masked_fill(exclude, float("-inf"))
 
 
@@ -52,9 +53,9 @@ def list_log_prob(scores: torch.Tensor, exclude: torch.Tensor, lists: torch.Tens
     """PL log-probability ``[B, S]`` of ``lists`` (``[B, S, k]`` item ids) under ``scores`` ``[B, n_items + 1]``.
 
     Differentiable in ``scores``. The normaliser of draw ``i`` is the total mass minus that of the items drawn
-    before it, in float64 with the same ``exp`` values in both terms: a list holding nearly all the mass keeps
-    the precision of what is left after it (float32 ``logsumexp`` rounding would swamp it), and no item less
-    than 700 nats below the top underflows.
+    before it, in float64 with the same ``exp`` values in both terms: the mass a list leaves is exact down to
+    about 1e-15 of the total (float32 ``logsumexp`` rounding loses it below about 1e-6), and no item less than
+    700 nats below the top underflows.
     """
     z = _masked(scores, exclude, temperature)
     z = (z - z.max(-1, keepdim=True).values.detach()).double()  # the top item at 0: exp never overflows
