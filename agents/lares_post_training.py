@@ -511,7 +511,8 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
     group-normalised terminal ranking reward, k3 KL to the reference."""
     c = policy.config
     exclude = _input_mask(inputs, c.n_items)
-    drawable = exclude.scatter(1, targets[:, None], False)  # a list may hold the target even if it was an input
+    # the items a list may draw: the target too, even if it was an input (as target_ranks ranks it)
+    drawable = exclude.scatter(1, targets[:, None], False) if config.action == "list" else None
 
     def rng_state() -> torch.Tensor | None:
         return torch.get_rng_state() if config.dropout == "shared" else None
