@@ -36,12 +36,12 @@ is the metric of the target's place in it, its per-step log-prob the list's PL l
 and the advantage is normalised over the G x ``list_samples`` lists, so lists that miss the target push their
 items down (with ``dropout`` "shared" or "off": against an eval-mode reference the KL of a list explodes).
 ``dropout`` sets where dropout acts: ``"policy"`` (default, the behaviour before the option) in the policy's
-rollouts only, with the reference in eval mode, so the KL term is nonzero before any
-update; ``"shared"`` in both, the reference redrawing each rollout's masks from the policy's RNG state (the
-KL then measures weight change only); ``"off"`` in neither. The history logs per batch the mean reward, the
-KL and ``mixed``: the share of groups whose G rewards differ (the others get no policy gradient). Validation
-after every epoch (and every ``eval_every`` batches); the best model is kept, the SPT model itself included
-(so RPT never reports a validation loss as a gain).
+rollouts only, with the reference in eval mode, so the KL term is nonzero before any update; ``"shared"`` in
+both, the reference redrawing each rollout's masks from the policy's RNG state (the KL then measures weight
+change only); ``"off"`` in neither. The history logs per batch the mean reward, the KL and ``mixed``: the share
+of groups whose G rewards differ (the others get no policy gradient). Validation after every epoch (and every
+``eval_every`` batches); the best model is kept, the SPT model itself included (so RPT never reports a
+validation loss as a gain).
 
 Command line (checkpoints go outside the repo except the small default weights)::
 
