@@ -85,7 +85,7 @@ from simulators.recsys.lares import (
     spt_loss,
     trim_padding,
 )
-from simulators.recsys.metrics import ndcg_at_k, recall_at_k, target_ranks
+from simulators.recsys.metrics import RANK_METRICS, rank_metric, target_ranks
 from simulators.recsys.plackett_luce import list_log_prob, list_rewards, sample_lists
 from simulators.recsys.best_epoch import check_anneal_phase, restart_at_lr, snapshot
 from simulators.recsys.sasrec import load_checkpoint
@@ -181,7 +181,7 @@ class RPTConfig:
     list_samples: int = 4
     list_temperature: float = 1.0
 
-    REWARDS = ("recall", "ndcg")  # the rollout rewards: Recall@k or NDCG@k of the last step
+    REWARDS = tuple(RANK_METRICS)  # the rollout rewards: Recall@k or NDCG@k of the last step
     DROPOUT = ("policy", "shared", "off")
     ADVANTAGES = ADVANTAGES
     INSTANCES = ("prefix", "held-out")
@@ -194,7 +194,7 @@ class RPTConfig:
         if not 2 <= self.group_size <= 64:
             raise ValueError(f"RPTConfig.group_size = {self.group_size!r} is invalid; allowed: an int in 2..64")
         if self.reward not in self.REWARDS:
-            raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: 'recall' or 'ndcg'")
+            raise ValueError(f"RPTConfig.reward = {self.reward!r} is invalid; allowed: one of {self.REWARDS}")
         if self.dropout not in self.DROPOUT:
             raise ValueError(f"RPTConfig.dropout = {self.dropout!r} is invalid; allowed: one of {self.DROPOUT}")
         if self.advantage not in self.ADVANTAGES:
@@ -533,7 +533,7 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
             logp, ref_logp = _target_logps(scores, targets), _target_logps(ref_scores, targets)
             with torch.no_grad():
                 ranks = target_ranks(scores[-1].detach(), targets, exclude)
-                r = recall_at_k(ranks, config.k) if config.reward == "recall" else ndcg_at_k(ranks, config.k)
+                r = rank_metric(ranks, config.reward, config.k)
         else:
             lists = sample_lists(scores[-1].detach(), drawable, config.k, config.list_samples,
                                  config.list_temperature, gen)

@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulators.recsys.dataset import InteractionDataset
-from simulators.recsys.metrics import evaluate_full_ranking, ndcg_at_k, ranking_metrics, recall_at_k, target_ranks
+from simulators.recsys.metrics import (
+    evaluate_full_ranking,
+    ndcg_at_k,
+    rank_metric,
+    ranking_metrics,
+    recall_at_k,
+    target_ranks,
+)
 from simulators.recsys.split import leave_one_out
 
 
@@ -49,6 +56,8 @@ def test_recall_ndcg_by_hand() -> None:
     assert m["Recall@10"] == pytest.approx(4 / 6)
     assert m["NDCG@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6) + 1 / math.log2(11)) / 6)
     assert m["MRR"] == pytest.approx(np.mean([1, 1 / 2, 1 / 5, 1 / 10, 1 / 11, 1 / 26]))
+    assert rank_metric(ranks, "recall", 5).tolist() == [1, 1, 1, 0, 0, 0]
+    assert rank_metric(ranks, "ndcg", 5).tolist() == pytest.approx(expected)
 
 
 def test_bad_inputs_raise() -> None:
@@ -56,6 +65,8 @@ def test_bad_inputs_raise() -> None:
         recall_at_k(torch.tensor([0]), 0)
     with pytest.raises(ValueError, match="targets must be item ids"):
         target_ranks(torch.zeros(1, 3), torch.tensor([0]), _mask(1, 3))
+    with pytest.raises(ValueError, match=r"metric = 'mrr' is invalid; allowed: one of \('recall', 'ndcg'\)"):
+        rank_metric(torch.tensor([0]), "mrr", 10)
     with pytest.raises(ValueError, match="at least one rank"):
         ranking_metrics(torch.tensor([], dtype=torch.long))
 

@@ -65,6 +65,16 @@ def ndcg_at_k(ranks: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(ranks < k, gain, torch.zeros_like(gain)).float()
 
 
+RANK_METRICS = {"recall": recall_at_k, "ndcg": ndcg_at_k}  # a ranking reward's name -> its per-user metric
+
+
+def rank_metric(ranks: torch.Tensor, metric: str, k: int) -> torch.Tensor:
+    """Per-user ``metric`` (a key of :data:`RANK_METRICS`) at ``k`` of 0-based ranks, for rewards named in configs."""
+    if metric not in RANK_METRICS:
+        raise ValueError(f"metric = {metric!r} is invalid; allowed: one of {tuple(RANK_METRICS)}")
+    return RANK_METRICS[metric](ranks, k)
+
+
 def ranking_metrics(ranks: torch.Tensor, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
     """Means over users: keys "Recall@K" and "NDCG@K" for each K, plus "MRR"."""
     if ranks.numel() == 0:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .metrics import ndcg_at_k, recall_at_k
+from .metrics import rank_metric
 
 
 def _masked(scores: torch.Tensor, exclude: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,8 +74,4 @@ def list_rewards(lists: torch.Tensor, targets: torch.Tensor, metric: str = "ndcg
     k = lists.shape[-1]
     hit = lists == targets[:, None, None]
     ranks = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full(hit.shape[:-1], k))
-    if metric == "recall":
-        return recall_at_k(ranks, k)
-    if metric == "ndcg":
-        return ndcg_at_k(ranks, k)
-    raise ValueError(f"metric = {metric!r} is invalid; allowed: 'recall' or 'ndcg'")
+    return rank_metric(ranks, metric, k)
