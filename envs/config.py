@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -16,7 +16,8 @@ def make_config(cls: type[C], config: C | dict[str, Any] | None, **overrides: An
         raise TypeError(f"config must be a {cls.__name__}, a dict or None, got {type(config).__name__}")
     if isinstance(config, cls) and not overrides:
         return config
-    values = asdict(config) if isinstance(config, cls) else dict(config or {})
+    # fields as they are: asdict would turn nested dataclasses (a rail Scenario) into dicts
+    values = {f.name: getattr(config, f.name) for f in fields(cls)} if isinstance(config, cls) else dict(config or {})
     values.update(overrides)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)

@@ -41,9 +41,11 @@ Reward per epoch (weights in the config):
     - w_lost * passengers who left or were refused - w_empty * empty places dispatched
     - w_headway * headway violations - w_invalid * invalid actions``.
 
-Start: minute 0 of the scenario (``default``: the embedded scenario, or a draw of the ``train`` /
-held-out ``test`` family), the closure begins later. Termination: the line has reopened and at
-most ``backlog_clear_ratio * crowding threshold`` passengers wait. Truncation: the horizon.
+Start: minute 0 of the scenario (``default``: the config's scenario, or a draw of the ``train`` /
+held-out ``test`` family around it, ``ScenarioFamily.sample``), the closure begins later; ``reset``
+takes no options (the scenario comes from the config; any key raises). Termination: the line has
+reopened and at most ``backlog_clear_ratio * crowding threshold`` passengers wait. Truncation: the
+horizon. Stepping a finished episode raises (no auto-reset).
 
 ``info``: ``time_min``, ``boarded``, ``lost``, ``invalid_actions``, ``headway_violations`` of the
 step; on the last step ``kpis`` (``RailwayModel.kpis``: demand_satisfaction, fleet_share_used,
@@ -60,9 +62,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.config import make_config
+from envs.config import check_options, make_config
 from simulators.railway.model import EpochResult, RailwayModel
-from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN
+from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN, require_finite, require_ints
 from simulators.railway.rules import quota_dispatch
 from simulators.railway.scenario import FAMILIES, Scenario, default_scenario
 
@@ -93,11 +95,14 @@ class RailDisruptionConfig:
             raise ValueError(f"scenario must be a simulators.railway.Scenario or None, got {type(self.scenario).__name__}")
         if self.family not in ("default", *FAMILIES):
             raise ValueError(f"family must be one of {['default', *FAMILIES]}, got {self.family!r}")
-        if not isinstance(self.epoch_min, int) or not 1 <= self.epoch_min <= 60:
+        require_ints(self, "epoch_min", "high_level_every", "quota_levels")
+        require_finite(self, "low_level_min_load", "low_level_max_gap_min", "backlog_clear_ratio",
+                       *(f.name for f in fields(self) if f.name.startswith("w_")))
+        if not 1 <= self.epoch_min <= 60:
             raise ValueError(f"epoch_min must be an integer in [1, 60] minutes, got {self.epoch_min!r}")
-        if not isinstance(self.high_level_every, int) or self.high_level_every < 1:
+        if self.high_level_every < 1:
             raise ValueError(f"high_level_every must be an integer >= 1, got {self.high_level_every!r}")
-        if not isinstance(self.quota_levels, int) or self.quota_levels < 1:
+        if self.quota_levels < 1:
             raise ValueError(f"quota_levels must be an integer >= 1, got {self.quota_levels!r}")
         if self.low_level_min_load < 0 or self.low_level_max_gap_min <= 0:
             raise ValueError("low_level_min_load must be >= 0 and low_level_max_gap_min > 0, got "
@@ -112,8 +117,9 @@ class RailDisruptionConfig:
 class RailDisruptionEnv(gym.Env):
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, config: RailDisruptionConfig | dict | None = None, render_mode: str | None = None) -> None:
-        config = make_config(RailDisruptionConfig, config)
+    def __init__(self, config: RailDisruptionConfig | dict | None = None, render_mode: str | None = None,
+                 **overrides: Any) -> None:
+        config = make_config(RailDisruptionConfig, config, **overrides)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.config = config
@@ -128,11 +134,13 @@ class RailDisruptionEnv(gym.Env):
         self._nvec = self.action_space.nvec
         self._nvec_list = self._nvec.tolist()
         self.model: RailwayModel | None = None
+        self._done = False
         self.md_waiting = np.zeros(self.n_routes)  # the operator's latest MD estimate of waiting passengers
 
     # -- Gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
+        check_options(options, set())  # the scenario is the config's: a reset option would be silently unused
         scenario = self.base_scenario
         if self.config.family != "default":
             scenario = FAMILIES[self.config.family].sample(scenario, self.np_random)
@@ -142,11 +150,14 @@ class RailDisruptionEnv(gym.Env):
         self._threshold = scenario.network.hub_station.crowd_threshold
         tables = self.model.tables
         self._has_alternative = [(t.exists[:, SHORT_TURN] | t.exists[:, DETOUR]).tolist() for t in tables]
+        self._done = False
         return self._observe(), {"time_min": 0}
 
     def step(self, action) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self.model is None:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
         action = self._check_action(action)
         if self.config.hierarchical:
             result = self._step_hierarchical(np.asarray(action))
@@ -172,6 +183,7 @@ class RailDisruptionEnv(gym.Env):
             "headway_violations": result.violations,
         }
         if terminated or truncated:
+            self._done = True
             info["kpis"] = model.kpis()
         return self._observe(), float(reward), terminated, truncated, info
 

@@ -14,7 +14,7 @@ import envs  # noqa: F401
 from agents.baselines import baseline_names, make_baseline
 from agents.baselines.rail import random_masked_action
 from envs.rail_disruption import RailDisruptionEnv
-from simulators.railway import FAMILIES, default_scenario
+from simulators.railway import FAMILIES, default_scenario, synthetic_scenario
 from simulators.railway.network import ALL_STOPS, DETOUR, HOLD, N_MODES, SHORT_TURN
 
 ENV_ID = "recrail/RailDisruption-v0"
@@ -31,7 +31,9 @@ def hold_all(env: RailDisruptionEnv) -> np.ndarray:
     "config, fragment",
     [({"family": "weekend"}, "family"), ({"epoch_min": 0}, "epoch_min"), ({"w_lost": -1.0}, "w_lost"),
      ({"bogus": 1}, "unknown RailDisruptionConfig keys"), ({"scenario": "default"}, "scenario"),
-     ({"quota_levels": 0}, "quota_levels")],
+     ({"quota_levels": 0}, "quota_levels"), ({"w_lost": float("nan")}, "w_lost must be a finite number"),
+     ({"backlog_clear_ratio": float("inf")}, "backlog_clear_ratio must be a finite number"),
+     ({"epoch_min": True}, "epoch_min must be an integer")],
 )
 def test_bad_config_raises_naming_the_field(config, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -43,6 +45,28 @@ def test_check_env_clean_for_other_modes(config):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(RailDisruptionEnv(config), skip_render_check=True)
+
+
+def test_reset_options_are_rejected_and_make_takes_field_overrides():
+    env = RailDisruptionEnv()
+    with pytest.raises(ValueError, match=r"unknown reset options \['family'\]; allowed: \[\]"):
+        env.reset(seed=0, options={"family": "test"})
+    made = gym.make(ENV_ID, family="test", epoch_min=10)
+    assert made.unwrapped.config.family == "test" and made.unwrapped.config.epoch_min == 10
+    custom = RailDisruptionEnv({"scenario": synthetic_scenario(3)}, family="train")
+    assert custom.config.scenario == synthetic_scenario(3) and custom.config.family == "train"
+
+
+def test_stepping_a_finished_episode_raises():
+    env = RailDisruptionEnv({"scenario": replace(default_scenario(), horizon_min=40)})  # closed from minute 30 on
+    env.reset(seed=0)
+    for _ in range(40 // 5):
+        _, _, terminated, truncated, _ = env.step(hold_all(env))
+    assert truncated and not terminated
+    with pytest.raises(RuntimeError, match="finished episode"):
+        env.step(hold_all(env))
+    env.reset(seed=0)
+    env.step(hold_all(env))
 
 
 def test_actions_outside_the_space_raise():
@@ -169,6 +193,23 @@ def test_families_draw_parameters_from_their_ranges():
         assert fam.units_at_hub[0] <= sc.fleet.units_at_hub <= fam.units_at_hub[1]
         levels.add(sc.demand.level)
     assert len(levels) == 5
+
+
+def test_families_scale_to_the_base_scenario():
+    big = synthetic_scenario(16)  # 80 units, 5x the default's 16
+    env = RailDisruptionEnv({"scenario": big, "family": "train"})
+    fam = FAMILIES["train"]
+    for seed in range(5):
+        env.reset(seed=seed)
+        fleet = env.scenario.fleet
+        assert 5 * fam.units_at_hub[0] <= fleet.units_at_hub <= 5 * fam.units_at_hub[1]
+        assert 5 * fam.units_stranded[0] <= fleet.units_stranded <= 5 * fam.units_stranded[1]
+        assert fleet.depot_units == big.fleet.depot_units
+    short = replace(default_scenario(), horizon_min=60)  # the test family's closures start at 20-90 of 720 minutes
+    env = RailDisruptionEnv({"scenario": short, "family": "test"})
+    for seed in range(5):
+        env.reset(seed=seed)
+        assert 20 / 12 <= env.scenario.disruption.start_min <= 90 / 12
 
 
 def test_hierarchical_mode_keeps_units_within_quotas():

@@ -66,18 +66,23 @@ def write_rail_feed(folder: Path) -> Path:
     return folder
 
 
-def write_subway_feed(folder: Path) -> Path:
-    """A subway line (route_type 1) whose service is one frequency-based template trip."""
+def write_subway_feed(folder: Path, explicit: bool = False) -> Path:
+    """A subway line (route_type 1) leaving Central every 5 minutes from 06:00 to 08:55: one frequency-based
+    template trip (whose own times start at 05:30), or with ``explicit`` one trip per run."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stops.txt").write_text("stop_id,stop_name\nS0,Central\nS1,Market\nS2,Park\nS3,Harbor\n")
     (folder / "calendar.txt").write_text(CALENDAR)
     (folder / "routes.txt").write_text("route_id,route_short_name,route_long_name,route_type\nM,M,Metro,1\n")
-    (folder / "trips.txt").write_text("route_id,service_id,trip_id,direction_id\nM,WK,m1,0\n")
-    rows = ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
-    for seq, (stop, clock) in enumerate(_times(6 * 60, ["S0", "S1", "S2", "S3"], [2, 3, 2]), start=1):
-        rows.append(f"m1,{clock},{clock},{stop},{seq}")
+    starts = range(6 * 60, 9 * 60, 5) if explicit else [5 * 60 + 30]
+    trips, rows = ["route_id,service_id,trip_id,direction_id"], ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for k, start in enumerate(starts):
+        trips.append(f"M,WK,m{k},0")
+        for seq, (stop, clock) in enumerate(_times(start, ["S0", "S1", "S2", "S3"], [2, 3, 2]), start=1):
+            rows.append(f"m{k},{clock},{clock},{stop},{seq}")
+    (folder / "trips.txt").write_text("\n".join(trips) + "\n")
     (folder / "stop_times.txt").write_text("\n".join(rows) + "\n")
-    (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm1,06:00:00,09:00:00,300\n")
+    if not explicit:
+        (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm0,06:00:00,09:00:00,300\n")
     return folder
 
 
@@ -119,7 +124,11 @@ def test_subway_feed_with_frequencies(tmp_path):
     sc = load_gtfs_scenario(write_subway_feed(tmp_path / "metro"), "Market", "20240305", horizon_min=120)
     (route,) = sc.network.routes
     assert route.stops == ("Market", "Park", "Harbor")
-    assert len(route.departures) == 25 and np.allclose(np.diff(route.departures), 5.0)  # 06:02 .. 08:02
+    # start_time is the departure from the trip's first stop (Central); Market is 2 minutes on: 06:02 .. 07:57
+    assert route.departures == tuple(np.arange(2.0, 120.0, 5.0))
+    explicit = load_gtfs_scenario(write_subway_feed(tmp_path / "trips", explicit=True), "Market", "20240305",
+                                  horizon_min=120)
+    assert explicit.network == sc.network
     with pytest.raises(ValueError, match="no trips of route types"):
         load_gtfs_scenario(tmp_path / "metro", "Market", "20240305", route_types=[2])
 
@@ -134,6 +143,28 @@ def test_subway_feed_with_frequencies(tmp_path):
 def test_feed_errors_are_clear(tmp_path, hub, day, fragment):
     with pytest.raises(ValueError, match=fragment):
         load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), hub, day)
+
+
+@pytest.mark.parametrize(
+    "file, old, new, fragment",
+    [("routes.txt", "route_type", "kind", r"routes.txt lacks the columns \['route_type'\]"),
+     ("routes.txt", "Line one,2", "Line one,rail", "routes.txt line 2: route_type 'rail' is not an integer"),
+     ("stop_times.txt", "B,3", "B,3.5", "stop_times.txt line 4: stop_sequence '3.5' is not an integer"),
+     ("stop_times.txt", ",B,", ",B9,", "trip 'loc0' calls at stop_id 'B9', which stops.txt does not define"),
+     ("trips.txt", "L1,WK,exp0", "L2,WK,exp0", r"route_id \['L2'\] that routes.txt does not define")],
+)
+def test_malformed_feeds_are_named(tmp_path, file, old, new, fragment):
+    folder = write_rail_feed(tmp_path / "rail")
+    (folder / file).write_text((folder / file).read_text().replace(old, new, 1))
+    with pytest.raises(ValueError, match=fragment):
+        load_gtfs_scenario(folder, "Hub Station", "20240304")
+
+
+def test_frequencies_need_a_positive_headway(tmp_path):
+    folder = write_subway_feed(tmp_path / "metro")
+    (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm0,06:00:00,09:00:00,0\n")
+    with pytest.raises(ValueError, match="trip 'm0' has headway_secs '0'; allowed: > 0"):
+        load_gtfs_scenario(folder, "Market", "20240305")
 
 
 def test_missing_files_and_paths_are_named(tmp_path):

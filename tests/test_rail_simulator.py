@@ -48,6 +48,16 @@ SCENARIO = default_scenario()
         (lambda: replace(SCENARIO, demand=Demand(surge_weights=(1.0,))), "surge_weights"),
         (lambda: replace(SCENARIO.network, hub="nowhere"), "hub"),
         (lambda: compile_network(SCENARIO.network, (("H", "S3"),)), "not a section"),
+        # a float count of units or minutes would index arrays wrongly; NaN and inf pass range checks
+        (lambda: Fleet(units_at_hub=8.5), "Fleet.units_at_hub must be an integer, got 8.5"),
+        (lambda: Demand(patience_min=30.0), "Demand.patience_min must be an integer"),
+        (lambda: MobileData(delay_min=2.5), "MobileData.delay_min must be an integer"),
+        (lambda: replace(SCENARIO, start_of_day_min=360.5), "Scenario.start_of_day_min must be an integer"),
+        (lambda: Station("X", capacity=True), "Station.capacity must be an integer"),
+        (lambda: Disruption((("A", "B"),), start_min=float("nan")), "Disruption.start_min must be a finite number"),
+        (lambda: Demand(level=float("inf")), "Demand.level must be a finite number"),
+        (lambda: Section("A", "B", float("inf")), "Section.run_min must be a finite number"),
+        (lambda: Demand(hourly_profile=(float("nan"),) * 24), "hourly_profile and Demand.surge_weights must be finite"),
     ],
 )
 def test_bad_configs_raise_naming_the_field(build, fragment):
@@ -289,12 +299,22 @@ def test_demand_csv_rows_map_to_routes_and_destinations(tmp_path):
 @pytest.mark.parametrize(
     "row, fragment",
     [("06:10,Nowhere,,5", "unknown route"), ("06:10,,Z9,5", "no route serves"), ("23:00,East,,5", "outside"),
-     ("06:10,East,,-5", "count must be >= 0"), ("6h,East,,5", "HH:MM"), ("06:10,West,E1,5", "does not serve")],
+     ("06:10,East,,-5", "count must be a finite number >= 0"), ("06:10,East,,nan", "count must be a finite number"),
+     ("06:10,East,,inf", "count must be a finite number"), ("06:10,,,5", "neither a route nor a destination"),
+     ("6h,East,,5", "HH:MM"), ("06:10,West,E1,5", "does not serve")],
 )
 def test_demand_csv_errors_name_the_row(tmp_path, row, fragment):
     path = tmp_path / "demand.csv"
     path.write_text("time,route,destination,count\n" + row + "\n")
     with pytest.raises(ValueError, match=fragment):
+        read_demand_csv(path, SCENARIO.network, start_of_day_min=360, horizon_min=60)
+
+
+@pytest.mark.parametrize("duration", ["1.5", "ten", "-2"])
+def test_demand_csv_durations_must_be_whole_minutes(tmp_path, duration):
+    path = tmp_path / "demand.csv"
+    path.write_text(f"time,route,count,duration_min\n06:10,East,5,1\n06:20,East,5,{duration}\n")
+    with pytest.raises(ValueError, match=f"demand.csv:3: duration_min '{duration}' is not a whole number"):
         read_demand_csv(path, SCENARIO.network, start_of_day_min=360, horizon_min=60)
 
 

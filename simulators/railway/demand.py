@@ -10,8 +10,9 @@ Columns (header required):
   route, over the route's destinations by its ``dest_weights``;
 - ``duration_min`` (optional, default 1): the count is spread uniformly over that many minutes.
 
-Rows must fall inside the episode's window; a row that does not, an unknown route or station, or
-a negative count raises ``ValueError`` naming the row.
+Rows must fall inside the episode's window; a row that does not, an unknown route or station, a
+row with neither, a count that is negative or not finite, or a duration that is not a whole number
+raises ``ValueError`` naming the row.
 """
 
 from __future__ import annotations
@@ -53,13 +54,16 @@ def read_demand_csv(path: Path | str, network: Network, start_of_day_min: int, h
         where = f"{path}:{row_no}"
         raw_time = row["time"].strip()
         start = float(raw_time) if raw_time.lstrip("-").isdigit() else parse_clock(raw_time) - start_of_day_min
-        duration = int(row.get("duration_min") or 1)
+        raw_duration = (row.get("duration_min") or "1").strip()
+        if not raw_duration.isdigit():
+            raise ValueError(f"{where}: duration_min {raw_duration!r} is not a whole number of minutes")
+        duration = int(raw_duration)
         try:
             count = float(row["count"])
         except ValueError:
             raise ValueError(f"{where}: count {row['count']!r} is not a number") from None
-        if count < 0 or duration < 1:
-            raise ValueError(f"{where}: count must be >= 0 and duration_min >= 1, got {count} and {duration}")
+        if not np.isfinite(count) or count < 0 or duration < 1:
+            raise ValueError(f"{where}: count must be a finite number >= 0 and duration_min >= 1, got {count} and {duration}")
         first = int(np.floor(start))
         if first < 0 or first + duration - 1 > horizon_min:
             raise ValueError(
@@ -67,6 +71,8 @@ def read_demand_csv(path: Path | str, network: Network, start_of_day_min: int, h
                 f"[{start_of_day_min // 60:02d}:{start_of_day_min % 60:02d}, +{horizon_min} min]"
             )
         route_name, dest = row.get("route", "").strip(), row.get("destination", "").strip()
+        if not (route_name or dest):
+            raise ValueError(f"{where}: the row names neither a route nor a destination")
         if route_name and route_name not in routes:
             raise ValueError(f"{where}: unknown route {route_name!r}; routes: {sorted(routes)}")
         if dest and dest not in serving:

@@ -10,8 +10,10 @@ trips are expanded), and section running times the median over trips. Stations a
 (platforms share their station's name). Demand comes from a profile scaled to the timetable or
 from a demand CSV (see :mod:`simulators.railway.demand`).
 
-Errors name what is wrong: a missing file, a hub stop that is not in the feed (with close
-matches), a date without service (with the calendar's range), no trips through the hub.
+Errors name what is wrong: a missing file or column, a hub stop that is not in the feed (with close
+matches), a date without service (with the calendar's range), no trips through the hub, a value that
+is not an integer (with its line), a stop or route a trip names that the feed does not define, a
+headway that is not positive.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ RAIL_ROUTE_TYPES = frozenset({0, 1, 2, 12, *range(100, 200), *range(400, 500), *
 REQUIRED = ("stops", "routes", "trips", "stop_times")
 OPTIONAL = ("calendar", "calendar_dates", "frequencies")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+COLUMNS = {  # the columns the importer reads, per file
+    "stops": ("stop_id", "stop_name"),
+    "routes": ("route_id", "route_type"),
+    "trips": ("route_id", "service_id", "trip_id"),
+    "stop_times": ("trip_id", "arrival_time", "departure_time", "stop_id", "stop_sequence"),
+    "calendar": ("service_id", *WEEKDAYS, "start_date", "end_date"),
+    "calendar_dates": ("service_id", "date", "exception_type"),
+    "frequencies": ("trip_id", "start_time", "end_time", "headway_secs"),
+}
 
 
 def read_feed(feed: Path | str) -> dict[str, pd.DataFrame]:
@@ -66,7 +77,20 @@ def read_feed(feed: Path | str) -> dict[str, pd.DataFrame]:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         table = pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         tables[name] = table.rename(columns=lambda c: c.strip())
+        missing = [c for c in COLUMNS[name] if c not in tables[name].columns]
+        if missing:
+            raise ValueError(f"GTFS feed {feed}: {name}.txt lacks the columns {missing}")
     return tables
+
+
+def _ints(table: pd.DataFrame, name: str, column: str) -> pd.Series:
+    """Column ``column`` of ``name``.txt as ints; a value that is not an integer raises naming its row."""
+    values = pd.to_numeric(table[column].str.strip(), errors="coerce")
+    bad = (values.isna() | (values != values.round())).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}.txt line {row + 2}: {column} {table[column].iloc[row]!r} is not an integer")
+    return values.astype(int)
 
 
 def _parse_date(value: date | str) -> date:
@@ -120,17 +144,24 @@ def _hub_name(stops: pd.DataFrame, hub: str) -> str:
 
 
 def _expand_frequencies(trip_first: dict[str, float], tables: dict[str, pd.DataFrame]) -> dict[str, list[float]]:
-    """trip_id -> start offsets (minutes, added to the trip's stop times) of each run."""
+    """trip_id -> start offsets (minutes, added to the trip's stop times) of each run. ``trip_first`` holds
+    each trip's departure from its first stop, the time ``frequencies.txt``'s ``start_time`` refers to."""
     runs = {trip: [0.0] for trip in trip_first}
     freq = tables.get("frequencies")
     if freq is None or not len(freq):
         return runs
+    freq = freq.assign(headway=_ints(freq, "frequencies", "headway_secs"))
+    if (freq["headway"] <= 0).any():
+        bad = freq.loc[freq["headway"] <= 0].iloc[0]
+        raise ValueError(f"frequencies.txt: trip {bad['trip_id']!r} has headway_secs {bad['headway_secs']!r}; allowed: > 0")
     for trip, group in freq.groupby("trip_id"):
         if trip not in trip_first:
             continue
+        if np.isnan(trip_first[trip]):
+            raise ValueError(f"stop_times.txt: frequency-based trip {trip!r} has no time at its first stop")
         starts = []
         for row in group.itertuples():
-            begin, end, step = parse_clock(row.start_time), parse_clock(row.end_time), int(row.headway_secs) / 60.0
+            begin, end, step = parse_clock(row.start_time), parse_clock(row.end_time), row.headway / 60.0
             starts += list(np.arange(begin, end, step) - trip_first[trip])
         runs[trip] = starts
     return runs
@@ -168,8 +199,11 @@ def load_gtfs_scenario(
     station_of = _station_names(stops)
     types = RAIL_ROUTE_TYPES if route_types is None else frozenset(route_types)
     routes = tables["routes"]
-    routes = routes[routes["route_type"].astype(int).isin(types)]
     trips = tables["trips"]
+    unknown_routes = sorted(set(trips["route_id"]) - set(routes["route_id"]))
+    if unknown_routes:
+        raise ValueError(f"trips.txt names route_id {unknown_routes[:5]} that routes.txt does not define")
+    routes = routes[_ints(routes, "routes", "route_type").isin(types)]
     trips = trips[trips["service_id"].isin(services) & trips["route_id"].isin(routes["route_id"])]
     if "direction_id" not in trips.columns:
         trips = trips.assign(direction_id="0")
@@ -177,14 +211,19 @@ def load_gtfs_scenario(
 
     st = tables["stop_times"]
     st = st[st["trip_id"].isin(trips["trip_id"])].copy()
-    st["seq"] = st["stop_sequence"].astype(int)
+    st["seq"] = _ints(st, "stop_times", "stop_sequence")
     st["station"] = st["stop_id"].map(station_of)
+    if st["station"].isna().any():
+        bad = st.loc[st["station"].isna()].iloc[0]
+        raise ValueError(f"stop_times.txt: trip {bad['trip_id']!r} calls at stop_id {bad['stop_id']!r}, "
+                         "which stops.txt does not define")
     st["arr"] = st["arrival_time"].where(st["arrival_time"] != "", st["departure_time"]).map(_clock_or_nan)
     st["dep"] = st["departure_time"].where(st["departure_time"] != "", st["arrival_time"]).map(_clock_or_nan)
     st = st.sort_values(["trip_id", "seq"])
 
     route_key = dict(zip(trips["trip_id"], zip(trips["route_id"], trips["direction_id"])))
     patterns: dict[tuple[str, str], list[tuple[tuple[str, ...], list[float], list[float], float]]] = {}
+    trip_first: dict[str, float] = {}
     for trip, group in st.groupby("trip_id", sort=False):
         stations = group["station"].tolist()
         if hub not in stations[:-1]:
@@ -193,6 +232,7 @@ def load_gtfs_scenario(
         down = tuple(stations[i:])
         if len(set(down)) != len(down) or np.isnan(group["dep"].iloc[i]):
             continue
+        trip_first[trip] = group["dep"].iloc[0]
         patterns.setdefault(route_key[trip], []).append(
             (down, group["arr"].tolist()[i:], group["dep"].tolist()[i:], trip)
         )
@@ -201,7 +241,6 @@ def load_gtfs_scenario(
             f"no trips of route types {sorted(types)[:6]}... call at hub {hub!r} and continue beyond it on {day:%Y%m%d}"
         )
 
-    trip_first = {p[3]: p[2][0] for runs in patterns.values() for p in runs}
     offsets = _expand_frequencies(trip_first, tables)
     route_names = dict(zip(routes["route_id"], routes.get("route_short_name", routes["route_id"])))
     long_names = dict(zip(routes["route_id"], routes.get("route_long_name", routes["route_id"])))

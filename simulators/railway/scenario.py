@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from simulators.railway.network import Network, Route, Section, Station, require
+from simulators.railway.network import Network, Route, Section, Station, require, require_finite, require_ints
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Disruption:
 
     def __post_init__(self) -> None:
         require(len(self.closed_sections) >= 1, "Disruption.closed_sections: at least one section must close")
+        require_finite(self, "start_min", "duration_median_min", "duration_sigma", "min_duration_min")
         require(self.start_min >= 0, f"Disruption.start_min must be >= 0, got {self.start_min}")
         require(self.duration_median_min > 0, f"Disruption.duration_median_min must be > 0, got {self.duration_median_min}")
         require(self.duration_sigma >= 0, f"Disruption.duration_sigma must be >= 0, got {self.duration_sigma}")
@@ -50,6 +51,8 @@ class Fleet:
     unit_capacity: int = 400
 
     def __post_init__(self) -> None:
+        require_ints(self, "units_at_hub", "units_stranded", "depot_units", "unit_capacity")
+        require_finite(self, "depot_arrival_min")
         for name in ("units_at_hub", "units_stranded", "depot_units"):
             require(getattr(self, name) >= 0, f"Fleet.{name} must be >= 0, got {getattr(self, name)}")
         require(self.units_at_hub + self.depot_units >= 1, "Fleet: at least one unit must be usable (hub or depot)")
@@ -81,6 +84,10 @@ class Demand:
     rates: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        require_ints(self, "patience_min")
+        require_finite(self, "level", "surge_factor", "surge_decay_min")
+        require(bool(np.all(np.isfinite(self.hourly_profile))) and bool(np.all(np.isfinite(self.surge_weights))),
+                "Demand.hourly_profile and Demand.surge_weights must be finite numbers")
         require(self.level >= 0, f"Demand.level must be >= 0, got {self.level}")
         require(len(self.hourly_profile) == 24, f"Demand.hourly_profile needs 24 values, got {len(self.hourly_profile)}")
         require(all(v >= 0 for v in self.hourly_profile), "Demand.hourly_profile values must be >= 0")
@@ -90,8 +97,8 @@ class Demand:
         require(1 <= self.patience_min <= 240, f"Demand.patience_min must be in [1, 240], got {self.patience_min}")
         if self.rates is not None:
             require(
-                self.rates.ndim == 3 and bool(np.all(self.rates >= 0)),
-                "Demand.rates must be a 3-d array (routes, destinations, minutes) of rates >= 0",
+                self.rates.ndim == 3 and bool(np.all(self.rates >= 0)) and bool(np.all(np.isfinite(self.rates))),
+                "Demand.rates must be a 3-d array (routes, destinations, minutes) of finite rates >= 0",
             )
 
 
@@ -104,6 +111,8 @@ class MobileData:
     noise_cv: float = 0.1
 
     def __post_init__(self) -> None:
+        require_ints(self, "delay_min")
+        require_finite(self, "penetration", "noise_cv")
         require(0 < self.penetration <= 1, f"MobileData.penetration must be in (0, 1], got {self.penetration}")
         require(0 <= self.delay_min <= 60, f"MobileData.delay_min must be in [0, 60], got {self.delay_min}")
         require(0 <= self.noise_cv <= 2, f"MobileData.noise_cv must be in [0, 2], got {self.noise_cv}")
@@ -130,6 +139,7 @@ class Scenario:
     name: str = "scenario"
 
     def __post_init__(self) -> None:
+        require_ints(self, "horizon_min", "start_of_day_min")
         require(30 <= self.horizon_min <= 24 * 60, f"Scenario.horizon_min must be in [30, 1440], got {self.horizon_min}")
         require(0 <= self.start_of_day_min < 24 * 60, f"Scenario.start_of_day_min must be in [0, 1440), got {self.start_of_day_min}")
         require(
@@ -220,9 +230,17 @@ def synthetic_scenario(n_routes: int, stops_per_route: int = 5) -> Scenario:
     )
 
 
+# The families' ranges are stated for the default scenario (a fleet of 16 units, a 720-minute horizon). They scale
+# with the base scenario's fleet size and horizon, and the demand level multiplies the base's, so a family draws
+# scenarios around any base instead of imposing the default's fleet and closure times on it.
+REFERENCE_FLEET = 16
+REFERENCE_HORIZON_MIN = 720
+
+
 @dataclass(frozen=True)
 class ScenarioFamily:
-    """Ranges scenario parameters are drawn from (uniform; integers inclusive)."""
+    """Ranges scenario parameters are drawn from (uniform; integers inclusive), for the default scenario's
+    fleet and horizon (``REFERENCE_FLEET``, ``REFERENCE_HORIZON_MIN``); :meth:`sample` scales them to its base."""
 
     name: str
     demand_level: tuple[float, float]
@@ -238,20 +256,26 @@ class ScenarioFamily:
             require(0 <= lo <= hi, f"ScenarioFamily.{name} must be a range (lo, hi) with 0 <= lo <= hi, got {(lo, hi)}")
 
     def sample(self, base: Scenario, rng: np.random.Generator) -> Scenario:
-        """A scenario like ``base`` with this family's parameters drawn from ``rng``."""
+        """A scenario like ``base`` with this family's parameters drawn from ``rng``: closure start and median
+        duration scaled by ``base.horizon_min / REFERENCE_HORIZON_MIN``, units by ``base.fleet.size /
+        REFERENCE_FLEET`` (rounded, at least one at the hub), the demand level times ``base.demand.level``."""
+        time_scale = base.horizon_min / REFERENCE_HORIZON_MIN
+        fleet_scale = base.fleet.size / REFERENCE_FLEET
         disruption = replace(
             base.disruption,
-            start_min=float(rng.uniform(*self.start_min)),
-            duration_median_min=float(rng.uniform(*self.duration_median_min)),
+            start_min=float(rng.uniform(*self.start_min)) * time_scale,
+            duration_median_min=float(rng.uniform(*self.duration_median_min)) * time_scale,
         )
+        at_hub = int(rng.integers(self.units_at_hub[0], self.units_at_hub[1] + 1))
+        stranded = int(rng.integers(self.units_stranded[0], self.units_stranded[1] + 1))
         fleet = replace(
             base.fleet,
-            units_at_hub=int(rng.integers(self.units_at_hub[0], self.units_at_hub[1] + 1)),
-            units_stranded=int(rng.integers(self.units_stranded[0], self.units_stranded[1] + 1)),
+            units_at_hub=max(1, round(at_hub * fleet_scale)),
+            units_stranded=round(stranded * fleet_scale),
         )
         demand = replace(
             base.demand,
-            level=float(rng.uniform(*self.demand_level)),
+            level=float(rng.uniform(*self.demand_level)) * base.demand.level,
             surge_factor=float(rng.uniform(*self.surge_factor)),
         )
         return replace(base, disruption=disruption, fleet=fleet, demand=demand, name=f"{base.name}/{self.name}")
