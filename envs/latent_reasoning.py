@@ -90,7 +90,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.config import check_options, make_config
-from simulators.checks import check_field
+from simulators.checks import check_field, is_finite, is_int
 from simulators.recsys.lares import DEFAULT_WEIGHTS, LARES, dataset_digest, load_lares, truncated_normal
 from simulators.recsys.split import STAGES, LeaveOneOutSplit, leave_one_out
 
@@ -142,21 +142,28 @@ class LatentReasoningConfig:
 
     def __post_init__(self) -> None:
         check_field(self, "action_mode", self.action_mode in ACTION_MODES, f"one of {ACTION_MODES}")
-        check_field(self, "step_cost", self.step_cost >= 0, "a float >= 0")
-        check_field(self, "max_depth", isinstance(self.max_depth, int) and 1 <= self.max_depth <= 64, "an int in 1..64")
-        check_field(self, "residual_depth", isinstance(self.residual_depth, int) and 2 <= self.residual_depth <= 64,
+        check_field(self, "step_cost", is_finite(self.step_cost) and self.step_cost >= 0, "a float >= 0")
+        # reset applies step 1, so a horizon of 1 would leave nothing to decide
+        check_field(self, "max_depth", is_int(self.max_depth) and 2 <= self.max_depth <= 64, "an int in 2..64")
+        check_field(self, "residual_depth", is_int(self.residual_depth) and 2 <= self.residual_depth <= 64,
                     "an int in 2..64")
-        check_field(self, "residual_dim", isinstance(self.residual_dim, int) and self.residual_dim >= 1, "an int >= 1")
-        check_field(self, "residual_scale", self.residual_scale >= 0, "a float >= 0")
+        check_field(self, "residual_dim", is_int(self.residual_dim) and self.residual_dim >= 1,
+                    "an int in 1..the model's hidden size")
+        check_field(self, "residual_scale", is_finite(self.residual_scale) and self.residual_scale >= 0, "a float >= 0")
+        check_field(self, "projection_seed", is_int(self.projection_seed) and self.projection_seed >= 0, "an int >= 0")
+        for flag in ("shaping", "potential_shaping", "observe_state_change", "observe_latent"):
+            check_field(self, flag, isinstance(getattr(self, flag), (bool, np.bool_)), "True or False")
         check_field(self, "reward_metric", self.reward_metric in ("ndcg", "recall"), "'ndcg' or 'recall'")
-        check_field(self, "k", isinstance(self.k, int) and self.k >= 1, "an int >= 1")
-        check_field(self, "shaping_coef", self.shaping_coef >= 0, "a float >= 0")
+        check_field(self, "k", is_int(self.k) and self.k >= 1, "an int >= 1")
+        check_field(self, "shaping_coef", is_finite(self.shaping_coef) and self.shaping_coef >= 0, "a float >= 0")
         check_field(self, "split", self.split in STAGES, f"one of {STAGES}")
-        check_field(self, "n_folds", isinstance(self.n_folds, int) and self.n_folds >= 2, "an int >= 2")
+        check_field(self, "n_folds", is_int(self.n_folds) and self.n_folds >= 2, "an int >= 2")
         check_field(self, "holdout_fold", self.holdout_fold is None
-                    or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.n_folds),
+                    or (is_int(self.holdout_fold) and 0 <= self.holdout_fold < self.n_folds),
                     f"None or an int in 0..n_folds - 1 = {self.n_folds - 1}")
-        check_field(self, "torch_threads", self.torch_threads is None or self.torch_threads >= 1, "None or an int >= 1")
+        check_field(self, "torch_threads",
+                    self.torch_threads is None or (is_int(self.torch_threads) and self.torch_threads >= 1),
+                    "None or an int >= 1")
         check_field(self, "checkpoint", (self.data_path is None) == (self.checkpoint is None),
                     "None with data_path None (the default world), else a LARES checkpoint trained on data_path")
 
@@ -209,6 +216,8 @@ class ReasoningBatch:
         self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
         self.max_entropy = float(np.log(self.n_items))  # nats, the uniform softmax's
         self.horizon = config.max_depth if config.action_mode == "halt" else config.residual_depth
+        check_field(config, "residual_dim", config.residual_dim <= c.hidden,
+                    f"an int in 1..the model's hidden size {c.hidden}")
         gauss = np.random.default_rng(config.projection_seed).standard_normal((c.hidden, config.residual_dim))
         q, _ = np.linalg.qr(gauss)
         self.projection = torch.from_numpy(q.T.astype(np.float32))  # [k, d], orthonormal rows
@@ -418,8 +427,9 @@ class LatentReasoningEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, config: LatentReasoningConfig | dict | None = None, render_mode: str | None = None) -> None:
-        self.config = make_config(LatentReasoningConfig, config)
+    def __init__(self, config: LatentReasoningConfig | dict | None = None, render_mode: str | None = None,
+                 **overrides: Any) -> None:
+        self.config = make_config(LatentReasoningConfig, config, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode = {render_mode!r} is invalid; allowed: None or {self.metadata['render_modes']}"
@@ -472,7 +482,10 @@ class LatentReasoningEnv(gym.Env):
                 reward += float(b.transition(self._slot, None, _NONE, _NONE, cfg.split, None)[0]) - cfg.step_cost
                 terminated = b.depth[0] >= cfg.max_depth  # forced stop (module docstring)
         else:
-            residual = _residual_actions(np.asarray(action, dtype=np.float64).reshape(1, -1), cfg.residual_dim, action)
+            a = np.asarray(action, dtype=np.float64)
+            if a.shape != (cfg.residual_dim,):
+                raise ValueError(f"residual actions must have shape ({cfg.residual_dim},), got {a.shape}: {action!r}")
+            residual = _residual_actions(a[None], cfg.residual_dim, action)
             reward += float(b.transition(self._slot, residual, _NONE, _NONE, cfg.split, None)[0])
             terminated = b.depth[0] >= cfg.residual_depth
         info: dict[str, Any] = {"depth": int(b.depth[0]), "user": int(b.users[0]), "state_change": self.state_change}

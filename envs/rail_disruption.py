@@ -64,7 +64,8 @@ from gymnasium import spaces
 
 from envs.config import check_options, make_config
 from simulators.railway.model import EpochResult, RailwayModel
-from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN, require_finite, require_ints
+from simulators.checks import check_finite, check_ints
+from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN
 from simulators.railway.rules import quota_dispatch
 from simulators.railway.scenario import FAMILIES, Scenario, default_scenario
 
@@ -95,8 +96,8 @@ class RailDisruptionConfig:
             raise ValueError(f"scenario must be a simulators.railway.Scenario or None, got {type(self.scenario).__name__}")
         if self.family not in ("default", *FAMILIES):
             raise ValueError(f"family must be one of {['default', *FAMILIES]}, got {self.family!r}")
-        require_ints(self, "epoch_min", "high_level_every", "quota_levels")
-        require_finite(self, "low_level_min_load", "low_level_max_gap_min", "backlog_clear_ratio",
+        check_ints(self, "epoch_min", "high_level_every", "quota_levels")
+        check_finite(self, "low_level_min_load", "low_level_max_gap_min", "backlog_clear_ratio",
                        *(f.name for f in fields(self) if f.name.startswith("w_")))
         if not 1 <= self.epoch_min <= 60:
             raise ValueError(f"epoch_min must be an integer in [1, 60] minutes, got {self.epoch_min!r}")

@@ -45,7 +45,7 @@ was retrieved (Zheng, Wang, Liu et al., 2025; protocol and rewards in
   on the ranked list is paid when it is made, which is what PPO needs to find short call sequences.
 - **Termination**: STOP or the 8th call (terminated); nothing truncates.
 - **render**: "ansi" (user, target, calls, pool) or "rgb_array" (the observation as a colour strip).
-- **info**: ``n_calls``, ``pool_size``, ``reward_stage``; at the end ``kpis`` = Recall@1/5/10,
+- **info**: ``n_calls``, ``pool_size``, ``reward_stage`` (the stage this episode is scored with); at the end ``kpis`` = Recall@1/5/10,
   NDCG@5/10 of the target in the final list, n_calls, pool_size, format_ok, target_in_pool, and
   ``reward_terms`` (format, invocation, diversity, hit, similarity).
 
@@ -361,15 +361,16 @@ class TRMRetrievalEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         a = _check_discrete(action, self.action_space.n)
-        reward, terminated, info = 0.0, False, {}
+        reward, terminated = 0.0, False
         if a != self.STOP:
             pref = self.world.phrase_embeddings[a] if a < self.V else np.zeros(self.world.encoder.dim, np.float32)
             self.episodes.call([0], pref[None], [a])
+        info = self._info()  # before an end moves the stage schedule on: the stage this step is scored with
         if a == self.STOP or self.episodes.n_calls(0) >= self.config.max_calls:
-            reward, info = self._finish()
+            reward, end_info = self._finish()
+            info.update(end_info)
             terminated = True
-        reward = self.episodes.step_reward(0, reward if terminated else None, self.reward_stage)
-        info.update(self._info())
+        reward = self.episodes.step_reward(0, reward if terminated else None, info["reward_stage"])
         return self.episodes.obs[0].copy(), float(reward), terminated, False, info
 
     def _finish(self) -> tuple[float, dict]:
@@ -432,13 +433,12 @@ def _user_option(options: dict | None) -> int | None:
 
 
 def _check_discrete(action, n: int) -> int:
-    try:
-        a = int(action)
-    except (TypeError, ValueError):
-        raise ValueError(f"action {action!r} is not an integer; allowed: 0..{n - 1}") from None
-    if a != action or not 0 <= a < n:
+    a = np.asarray(action)
+    if a.shape != () or a.dtype.kind not in "iu":  # as Discrete.contains: a float 3.0 is not an action
+        raise ValueError(f"action {action!r} is not an integer; allowed: 0..{n - 1}")
+    if not 0 <= int(a) < n:
         raise ValueError(f"action {action!r} is outside Discrete({n}); allowed: 0..{n - 1}")
-    return a
+    return int(a)
 
 
 class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
@@ -467,6 +467,7 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._schedules = [_StageSchedule(self.config) for _ in range(num_envs)]
         self._needs_reset = np.ones(num_envs, dtype=bool)
+        self._reset_called = False
 
     def action_masks(self) -> np.ndarray:
         """bool[num_envs, V + 2]: each sub-env's mask (see :meth:`TRMRetrievalEnv.action_masks`)."""
@@ -493,9 +494,12 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         slots = list(range(self.num_envs))
         self.episodes.start(slots, [self._rngs[i] for i in slots], [user] * self.num_envs)
         self._needs_reset[:] = False
+        self._reset_called = True
         return self.episodes.obs.copy(), {}
 
     def step(self, actions):
+        if not self._reset_called:
+            raise RuntimeError("step() called before reset()")
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
             raise ValueError(f"actions must have shape ({self.num_envs},), got {actions.shape}")

@@ -193,9 +193,9 @@ class TRMRetrievalTextEnv(gym.Env):
             errors += match_errors
         ok = not errors
         reward, info = self.episodes.finish(0, final if ok else [], ok, self.reward_stage)
+        info.update(self._info(errors))  # before the schedule moves on: the stage this end was scored with
         self._schedule.finished += 1
         self._done = True
-        info.update(self._info(errors))
         return self._prompt, float(reward), True, False, info
 
     def _info(self, errors: list[str]) -> dict:

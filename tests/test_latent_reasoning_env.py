@@ -236,7 +236,7 @@ def test_bad_halt_actions_raise(tiny, action):
         env.step(action)
 
 
-@pytest.mark.parametrize("action", [np.full(8, 1.5), np.zeros(3), np.full(8, np.nan)])
+@pytest.mark.parametrize("action", [np.full(8, 1.5), np.zeros(3), np.full(8, np.nan), np.ones((2, 4)), np.ones((1, 8))])
 def test_bad_residual_actions_raise(tiny, action):
     env = LatentReasoningEnv(dict(tiny, action_mode="residual"))
     env.reset(seed=0)
@@ -247,11 +247,21 @@ def test_bad_residual_actions_raise(tiny, action):
 @pytest.mark.parametrize(
     "field, value",
     [("action_mode", "think"), ("step_cost", -0.1), ("max_depth", 0), ("reward_metric", "mrr"), ("split", "dev"),
-     ("residual_depth", 1), ("holdout_fold", 5), ("holdout_fold", -1), ("n_folds", 1)],
+     ("residual_depth", 1), ("holdout_fold", 5), ("holdout_fold", -1), ("n_folds", 1),
+     ("max_depth", 1),  # reset applies step 1: CONTINUE would step past the horizon
+     ("step_cost", "x"), ("residual_scale", float("inf")), ("shaping", "yes"), ("observe_latent", "no"),
+     ("torch_threads", 1.5), ("projection_seed", -1), ("max_depth", True)],
 )
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
         LatentReasoningConfig(**{field: value})
+
+
+def test_residual_dim_above_the_hidden_size_is_rejected_and_make_takes_overrides(tiny):
+    with pytest.raises(ValueError, match=r"residual_dim = 100 is invalid; allowed: an int in 1..the model's hidden size"):
+        LatentReasoningEnv(dict(tiny, action_mode="residual", residual_dim=100))
+    env = gym.make(ENV_ID, config=tiny, max_depth=5)
+    assert env.unwrapped.config.max_depth == 5
 
 
 def test_config_dict_rejects_unknown_keys_and_lone_checkpoint():

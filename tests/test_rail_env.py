@@ -31,9 +31,9 @@ def hold_all(env: RailDisruptionEnv) -> np.ndarray:
     "config, fragment",
     [({"family": "weekend"}, "family"), ({"epoch_min": 0}, "epoch_min"), ({"w_lost": -1.0}, "w_lost"),
      ({"bogus": 1}, "unknown RailDisruptionConfig keys"), ({"scenario": "default"}, "scenario"),
-     ({"quota_levels": 0}, "quota_levels"), ({"w_lost": float("nan")}, "w_lost must be a finite number"),
-     ({"backlog_clear_ratio": float("inf")}, "backlog_clear_ratio must be a finite number"),
-     ({"epoch_min": True}, "epoch_min must be an integer")],
+     ({"quota_levels": 0}, "quota_levels"), ({"w_lost": float("nan")}, "RailDisruptionConfig.w_lost = nan is invalid; allowed: a finite number"),
+     ({"backlog_clear_ratio": float("inf")}, "backlog_clear_ratio = inf is invalid"),
+     ({"epoch_min": True}, "epoch_min = True is invalid; allowed: an integer")],
 )
 def test_bad_config_raises_naming_the_field(config, fragment):
     with pytest.raises(ValueError, match=fragment):

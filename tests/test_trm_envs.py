@@ -63,6 +63,14 @@ def test_eight_calls_terminate_and_bad_action_raises():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside Discrete"):
         env.step(env.action_space.n)
+    for bad in (3.0, np.array([3]), "3"):  # not in Discrete(n): Discrete.contains rejects them too
+        assert not env.action_space.contains(bad)
+        with pytest.raises(ValueError, match="is not an integer"):
+            env.step(bad)
+    env.step(np.int64(3))
+    venv = TRMRetrievalVectorEnv(num_envs=2)
+    with pytest.raises(RuntimeError, match="before reset"):
+        venv.step(np.zeros(2, dtype=np.int64))
     with pytest.raises(ValueError, match="TRMRetrievalConfig.stage"):
         TRMRetrievalEnv({"stage": "train"})
     with pytest.raises(ValueError, match="unknown TRMRetrievalConfig keys"):
@@ -83,7 +91,10 @@ def test_reward_stage_switch_and_schedule():
     env = TRMRetrievalEnv({"stage1_episodes": 1})
     _, info1 = run(env, [0, 5, 9, env.STOP], seed=2)
     _, info2 = run(env, [0, 5, 9, env.STOP], seed=2)
-    assert info1["reward_stage"] == 2  # info is read after the first episode ended
+    assert info1["reward_stage"] == 1 and info2["reward_stage"] == 2  # the stage each end was scored with
+    text = TRMRetrievalTextEnv({"stage1_episodes": 1})
+    text.reset(seed=2)
+    assert text.step(f"{THINK_END}{REC_OPEN}\n1. nope")[4]["reward_stage"] == 1
     t = info1["reward_terms"]
     env1 = TRMRetrievalEnv({"reward_stage": 1})
     _, _ = env1.reset(seed=2)

@@ -24,6 +24,8 @@ from functools import lru_cache
 import networkx as nx
 import numpy as np
 
+from simulators.checks import check_finite, check_ints
+
 HOLD, ALL_STOPS, SKIP_STOP, SHORT_TURN, DETOUR = range(5)
 MODE_NAMES = ("hold", "all_stops", "skip_stop", "short_turn", "detour")
 N_MODES = len(MODE_NAMES)
@@ -32,22 +34,6 @@ N_MODES = len(MODE_NAMES)
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-def require_ints(owner: object, *names: str) -> None:
-    """Fields ``names`` of ``owner`` are integers (not bools): counts of units, persons and minutes index arrays."""
-    for name in names:
-        value = getattr(owner, name)
-        require(isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)),
-                f"{type(owner).__name__}.{name} must be an integer, got {value!r}")
-
-
-def require_finite(owner: object, *names: str) -> None:
-    """Fields ``names`` of ``owner`` are finite real numbers (NaN passes no range check, inf every lower bound)."""
-    for name in names:
-        value = getattr(owner, name)
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-        require(ok and bool(np.isfinite(value)), f"{type(owner).__name__}.{name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +46,7 @@ class Station:
 
     def __post_init__(self) -> None:
         require(bool(self.name), "Station.name must be a non-empty string")
-        require_ints(self, "capacity", "crowd_threshold")
+        check_ints(self, "capacity", "crowd_threshold")
         require(self.capacity > 0, f"Station.capacity must be > 0 persons, got {self.capacity}")
         require(
             0 < self.crowd_threshold <= self.capacity,
@@ -79,7 +65,7 @@ class Section:
 
     def __post_init__(self) -> None:
         require(self.u != self.v, f"Section endpoints must differ, got {self.u!r} twice")
-        require_finite(self, "run_min", "headway_min")
+        check_finite(self, "run_min", "headway_min")
         require(self.run_min > 0, f"Section {self.u}-{self.v}: run_min must be > 0, got {self.run_min}")
         require(
             self.headway_min >= 0, f"Section {self.u}-{self.v}: headway_min must be >= 0, got {self.headway_min}"
@@ -106,7 +92,7 @@ class Route:
 
     def __post_init__(self) -> None:
         require(len(self.stops) >= 2, f"Route {self.name!r}: needs the hub and >= 1 stop, got {self.stops}")
-        require_finite(self, "base_demand_per_min", "turnaround_min")
+        check_finite(self, "base_demand_per_min", "turnaround_min")
         require(bool(np.all(np.isfinite(self.departures))) and bool(np.all(np.isfinite(self.dest_weights))),
                 f"Route {self.name!r}: departures and dest_weights must be finite numbers")
         require(len(set(self.stops)) == len(self.stops), f"Route {self.name!r}: repeated stop in {self.stops}")
@@ -145,7 +131,7 @@ class Network:
         require(len(set(names)) == len(names), "Network.stations: station names must be unique")
         require(self.hub in names, f"Network.hub {self.hub!r} is not a station; stations: {names[:10]}...")
         require(len(self.routes) >= 1, "Network.routes: at least one route is required")
-        require_finite(self, "dwell_min")
+        check_finite(self, "dwell_min")
         require(self.dwell_min >= 0, f"Network.dwell_min must be >= 0, got {self.dwell_min}")
         known = set(names)
         for sec in self.sections:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from simulators.railway.network import Network, Route, Section, Station, require, require_finite, require_ints
+from simulators.checks import check_finite, check_ints
+from simulators.railway.network import Network, Route, Section, Station, require
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Disruption:
 
     def __post_init__(self) -> None:
         require(len(self.closed_sections) >= 1, "Disruption.closed_sections: at least one section must close")
-        require_finite(self, "start_min", "duration_median_min", "duration_sigma", "min_duration_min")
+        check_finite(self, "start_min", "duration_median_min", "duration_sigma", "min_duration_min")
         require(self.start_min >= 0, f"Disruption.start_min must be >= 0, got {self.start_min}")
         require(self.duration_median_min > 0, f"Disruption.duration_median_min must be > 0, got {self.duration_median_min}")
         require(self.duration_sigma >= 0, f"Disruption.duration_sigma must be >= 0, got {self.duration_sigma}")
@@ -51,8 +52,8 @@ class Fleet:
     unit_capacity: int = 400
 
     def __post_init__(self) -> None:
-        require_ints(self, "units_at_hub", "units_stranded", "depot_units", "unit_capacity")
-        require_finite(self, "depot_arrival_min")
+        check_ints(self, "units_at_hub", "units_stranded", "depot_units", "unit_capacity")
+        check_finite(self, "depot_arrival_min")
         for name in ("units_at_hub", "units_stranded", "depot_units"):
             require(getattr(self, name) >= 0, f"Fleet.{name} must be >= 0, got {getattr(self, name)}")
         require(self.units_at_hub + self.depot_units >= 1, "Fleet: at least one unit must be usable (hub or depot)")
@@ -84,8 +85,8 @@ class Demand:
     rates: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        require_ints(self, "patience_min")
-        require_finite(self, "level", "surge_factor", "surge_decay_min")
+        check_ints(self, "patience_min")
+        check_finite(self, "level", "surge_factor", "surge_decay_min")
         require(bool(np.all(np.isfinite(self.hourly_profile))) and bool(np.all(np.isfinite(self.surge_weights))),
                 "Demand.hourly_profile and Demand.surge_weights must be finite numbers")
         require(self.level >= 0, f"Demand.level must be >= 0, got {self.level}")
@@ -111,8 +112,8 @@ class MobileData:
     noise_cv: float = 0.1
 
     def __post_init__(self) -> None:
-        require_ints(self, "delay_min")
-        require_finite(self, "penetration", "noise_cv")
+        check_ints(self, "delay_min")
+        check_finite(self, "penetration", "noise_cv")
         require(0 < self.penetration <= 1, f"MobileData.penetration must be in (0, 1], got {self.penetration}")
         require(0 <= self.delay_min <= 60, f"MobileData.delay_min must be in [0, 60], got {self.delay_min}")
         require(0 <= self.noise_cv <= 2, f"MobileData.noise_cv must be in [0, 2], got {self.noise_cv}")
@@ -139,7 +140,7 @@ class Scenario:
     name: str = "scenario"
 
     def __post_init__(self) -> None:
-        require_ints(self, "horizon_min", "start_of_day_min")
+        check_ints(self, "horizon_min", "start_of_day_min")
         require(30 <= self.horizon_min <= 24 * 60, f"Scenario.horizon_min must be in [30, 1440], got {self.horizon_min}")
         require(0 <= self.start_of_day_min < 24 * 60, f"Scenario.start_of_day_min must be in [0, 1440), got {self.start_of_day_min}")
         require(
