@@ -444,7 +444,9 @@ def _check_discrete(action, n: int) -> int:
 class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
     """N DeepRec episodes with one batched TRM call per step; next-step autoreset.
 
-    Sub-env i seeded with ``seed + i`` reproduces the scalar env reset with that seed.
+    Sub-env i seeded with ``seed + i`` reproduces the scalar env reset with that seed. ``infos`` hold the
+    scalar env's ``n_calls``, ``pool_size`` and ``reward_stage`` as arrays over sub-envs, and at an
+    episode's end its ``kpis`` and ``reward_terms`` (valid where ``infos["_kpis"]`` is True).
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP, "render_modes": []}
@@ -495,7 +497,7 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         self.episodes.start(slots, [self._rngs[i] for i in slots], [user] * self.num_envs)
         self._needs_reset[:] = False
         self._reset_called = True
-        return self.episodes.obs.copy(), {}
+        return self.episodes.obs.copy(), self._episode_infos({}, [self._schedules[i].current() for i in slots])
 
     def step(self, actions):
         if not self._reset_called:
@@ -507,6 +509,7 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         infos: dict = {}
+        stages = [s.current() for s in self._schedules]  # the stage each sub-env's step is scored with
         resetting = [i for i in range(self.num_envs) if self._needs_reset[i]]
         if resetting:
             self.episodes.start(resetting, [self._rngs[i] for i in resetting], [None] * len(resetting))
@@ -520,7 +523,7 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         for i in range(self.num_envs):
             if i in resetting:
                 continue
-            stage = self._schedules[i].current()
+            stage = stages[i]
             if acts[i] == self.STOP or self.episodes.n_calls(i) >= self.config.max_calls:
                 reward, info = self.episodes.end(i, stage)
                 self._schedules[i].finished += 1
@@ -529,4 +532,15 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
                 infos = self._add_info(infos, info, i)
             else:
                 rewards[i] = self.episodes.step_reward(i, None, stage)
+        infos = self._episode_infos(infos, stages)
         return self.episodes.obs.copy(), rewards, terminated, np.zeros(self.num_envs, dtype=bool), infos
+
+    def _episode_infos(self, infos: dict, stages: list[int]) -> dict:
+        """``infos`` plus the scalar env's per-step entries (``n_calls``, ``pool_size``, ``reward_stage``) of
+        every sub-env: arrays of ``num_envs`` values."""
+        infos["n_calls"] = np.array([self.episodes.n_calls(i) for i in range(self.num_envs)])
+        infos["pool_size"] = np.array([len(self.episodes.pool[i]) for i in range(self.num_envs)])
+        infos["reward_stage"] = np.array(stages)
+        for key in ("n_calls", "pool_size", "reward_stage"):
+            infos[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
+        return infos

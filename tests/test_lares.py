@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,19 @@ def test_checkpoint_roundtrip_half(tmp_path):
     x = _inputs()
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.allclose(model(x, 2, generator=g()), back(x, 2, generator=g()), atol=1e-2)
+
+
+def test_loading_another_models_checkpoint_is_named():
+    from simulators.recsys.preference_trm import load_trm
+    from simulators.recsys.synthetic import SyntheticConfig, make_synthetic
+
+    weights = Path(__file__).resolve().parents[1] / "simulators" / "recsys" / "weights"
+    with pytest.raises(ValueError, match="trm_default.pt is not a recrail LARES checkpoint"):
+        load_lares(weights / "trm_default.pt")
+    with pytest.raises(ValueError, match="lares_default.pt is not a recrail TRM checkpoint"):
+        load_trm(weights / "lares_default.pt", make_synthetic(SyntheticConfig(), seed=0))
+    with pytest.raises(FileNotFoundError, match="LARES checkpoint nowhere.pt does not exist"):
+        load_lares("nowhere.pt")
 
 
 @pytest.mark.parametrize(

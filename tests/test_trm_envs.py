@@ -113,19 +113,23 @@ def test_vector_env_equals_scalar_envs_across_autoreset():
     rng = np.random.default_rng(0)
     actions = rng.integers(0, scalars[0].action_space.n, size=(steps, n))
     actions[rng.random((steps, n)) < 0.3] = scalars[0].STOP
-    vobs, _ = venv.reset(seed=seed)
-    sobs = [env.reset(seed=seed + i)[0] for i, env in enumerate(scalars)]
+    vobs, vinfo = venv.reset(seed=seed)
+    sobs, sinfos = zip(*[env.reset(seed=seed + i) for i, env in enumerate(scalars)])
+    sobs, sinfos = list(sobs), list(sinfos)
     done = [False] * n
     for t in range(steps):
         assert np.allclose(vobs, np.stack(sobs), atol=1e-6)
+        for key in ("n_calls", "pool_size", "reward_stage"):  # the scalar env's infos, per sub-env
+            assert vinfo[key].tolist() == [info[key] for info in sinfos]
         vobs, vrew, vterm, _, vinfo = venv.step(actions[t])
         for i, env in enumerate(scalars):
             if done[i]:
-                sobs[i], _ = env.reset()
+                sobs[i], sinfos[i] = env.reset()
                 done[i] = False
                 assert vrew[i] == 0 and not vterm[i]
                 continue
-            sobs[i], r, term, _, info = env.step(int(actions[t, i]))
+            sobs[i], r, term, _, sinfos[i] = env.step(int(actions[t, i]))
+            info = sinfos[i]
             assert vrew[i] == pytest.approx(r, abs=1e-5) and vterm[i] == term
             if term:
                 assert vinfo["kpis"]["NDCG@10"][i] == pytest.approx(info["kpis"]["NDCG@10"])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -392,7 +392,14 @@ def save_lares(model: LARES, path: str | Path, half: bool = False, meta: dict | 
 def load_lares_and_optimizer(path: str | Path) -> tuple[LARES, dict | None]:
     """A :func:`save_lares` file's model (weights as float32, eval mode) and the optimizer ``state_dict``
     it holds, or None (saved without one); the file is read once."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LARES checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    known = {f.name for f in fields(LARESConfig)}
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "state_dict" not in ckpt \
+            or not set(ckpt["config"]) <= known:
+        raise ValueError(f"{path} is not a recrail LARES checkpoint (written by save_lares: a LARESConfig and weights)")
     model = LARES(LARESConfig(**ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     model.meta = ckpt.get("meta", {})

@@ -368,6 +368,8 @@ def load_trm(path: str | Path, dataset: InteractionDataset) -> tuple[PreferenceT
     if not path.is_file():
         raise FileNotFoundError(f"TRM checkpoint {path} does not exist")
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or not {"fingerprint", "encoder", "config", "state_dict"} <= set(payload):
+        raise ValueError(f"{path} is not a recrail TRM checkpoint (written by save_trm)")
     if payload["fingerprint"] != dataset_fingerprint(dataset):
         raise ValueError(
             f"TRM checkpoint {path} was trained on another item catalogue than dataset {dataset.name!r} "
