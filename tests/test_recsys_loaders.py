@@ -75,6 +75,16 @@ def test_recbole_malformed(tmp_path: Path) -> None:
     _write(bad, "user_id\titem_id:token\nu1\t1\n")
     with pytest.raises(DatasetFormatError, match=r"b\.inter:1: expected header cells"):
         load_recbole(bad.parent)
+    # a NaN timestamp would break the time order: 50, nan, 30 sorted put 30 last
+    _write(bad, "user_id:token\titem_id:token\ttimestamp:float\nu1\t1\t50\nu1\t2\tnan\nu1\t3\t30\n")
+    with pytest.raises(DatasetFormatError, match=r"b\.inter:3: expected a finite number for timestamp, got 'nan'"):
+        load_recbole(bad.parent)
+    _write(bad, "user_id:token\titem_id:token\nu1\t1\n\t2\n")
+    with pytest.raises(DatasetFormatError, match=r"b\.inter:3: expected non-empty user and item ids"):
+        load_recbole(bad.parent)
+    bad.write_bytes(b"user_id:token\titem_id:token\nu1\t1\nu2\tcaf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(DatasetFormatError, match=r"b\.inter:3: expected utf-8-encoded text"):
+        load_recbole(bad.parent)
 
 
 # ------------------------------------------------------------------ sequence per line
@@ -100,6 +110,9 @@ def test_sequence_text_malformed(tmp_path: Path) -> None:
         load_sequence_text(path)
     _write(path, "1 3 1\n1 2 2\n")
     with pytest.raises(DatasetFormatError, match=r"S\.txt:2: .*appears again"):
+        load_sequence_text(path)
+    _write(path, "user_id item_ids\n1 1 2 3\n2 2 3 4\n")
+    with pytest.raises(DatasetFormatError, match=r"S\.txt:1: expected a data line \(the sequence format has no header\)"):
         load_sequence_text(path)
     _write(path, "1 3 1\n")
     _write(tmp_path / "S_item2attributes.json", "{\"1\": [1,\n")
@@ -134,7 +147,13 @@ def test_movielens_1m(tmp_path: Path) -> None:
     assert ds.item_attributes[ds.item_ids.index("661")] == ("Animation", "Children's")
     assert detect_format(d) == "movielens"
     _write(d / "ratings.dat", "1::1193::5\n")
-    with pytest.raises(DatasetFormatError, match=r"ratings\.dat:1: expected 'user item rating timestamp'"):
+    with pytest.raises(DatasetFormatError, match=r"ratings\.dat:1: expected 4 fields 'user item rating timestamp'"):
+        load_movielens(d)
+    _write(d / "ratings.dat", "1::1193::5::978300760::x\n")  # an extra field is not silently dropped
+    with pytest.raises(DatasetFormatError, match=r"ratings\.dat:1: expected 4 fields"):
+        load_movielens(d)
+    _write(d / "ratings.dat", "1::1193::5::978300760\n::661::3::978302109\n")
+    with pytest.raises(DatasetFormatError, match=r"ratings\.dat:2: expected non-empty user and item ids"):
         load_movielens(d)
 
 
@@ -148,6 +167,9 @@ def test_movielens_csv(tmp_path: Path) -> None:
     assert ds.item_titles[1] == "Toy Story, The (1995)" and ds.item_attributes[2] == ()
     _write(d / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,four,964982703\n")
     with pytest.raises(DatasetFormatError, match=r"ratings\.csv:2: expected a number for rating"):
+        load_movielens(d)
+    _write(d / "ratings.csv", "1,1,4.0,964982703\n1,3,4.5,964981247\n")  # no header: line 1 is not dropped
+    with pytest.raises(DatasetFormatError, match=r"ratings\.csv:1: expected the header 'userId,movieId,rating,timestamp'"):
         load_movielens(d)
 
 

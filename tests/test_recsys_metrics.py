@@ -67,6 +67,8 @@ def test_bad_inputs_raise() -> None:
         target_ranks(torch.zeros(1, 3), torch.tensor([0]), _mask(1, 3))
     with pytest.raises(ValueError, match=r"metric = 'mrr' is invalid; allowed: one of \('recall', 'ndcg'\)"):
         rank_metric(torch.tensor([0]), "mrr", 10)
+    with pytest.raises(ValueError, match="scores contain NaN"):  # it would rank -1, above every item
+        target_ranks(torch.tensor([[0.0, float("nan"), 1.0, 2.0]]), torch.tensor([1]), _mask(1, 4))
     with pytest.raises(ValueError, match="at least one rank"):
         ranking_metrics(torch.tensor([], dtype=torch.long))
 

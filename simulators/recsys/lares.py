@@ -355,7 +355,13 @@ def grpo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tens
 @torch.no_grad()
 def evaluate_ranks(model: LARES, split: LeaveOneOutSplit, stage: str, steps: int, seed: int = 0,
                    users: np.ndarray | None = None, batch_size: int = 512) -> np.ndarray:
-    """0-based full-ranking rank of each user's ``stage`` target (history masked) after ``steps`` steps."""
+    """0-based full-ranking rank of each user's ``stage`` target (history masked) after ``steps`` steps.
+
+    The initial states are one stream of draws from ``seed`` in batch order: the same ``(seed, users,
+    batch_size)`` give the same ranks, and models evaluated alike share every user's draw (paired
+    comparisons); another batch size or user subset is another draw of the same distribution (on
+    the synthetic world's 1,500 test users, NDCG@10 0.1380 / 0.1383 / 0.1366 at batch sizes 512 / 100 /
+    1,500), not the same per-user ranks."""
     model.eval()
     users = split.users(stage) if users is None else np.asarray(users)
     gen = torch.Generator().manual_seed(seed)

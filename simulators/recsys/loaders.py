@@ -13,14 +13,17 @@ Formats:
   automatically as ``X_item_text.tsv`` and ``X_item2attributes.json``.
 - ``movielens``: raw GroupLens releases, detected by file name: 100K (``u.data``, ``u.item``,
   ``u.genre``), 1M/10M (``ratings.dat``, ``movies.dat``, ``::``-separated) and the CSV releases
-  (``ratings.csv``, ``movies.csv``). Ordered per user by timestamp; genres are the attributes.
+  (``ratings.csv`` with its header ``userId,movieId,rating,timestamp``, ``movies.csv``). Ordered per
+  user by timestamp (stable: ties keep file order); genres are the attributes.
 - ``synthetic``: :func:`simulators.recsys.synthetic.make_synthetic` (no file).
 
 Options (all formats): ``min_rating`` keeps interactions with rating >= it (implicit feedback;
 formats without ratings reject it), ``k_core`` repeatedly drops users and items with fewer than k
 interactions until none remain, ``max_seq_len`` keeps each user's most recent items. Internal item
-ids follow numeric order of the original ids when all are integers, else first appearance.
-Malformed files raise :class:`DatasetFormatError` naming the file, the line and what was expected.
+ids follow numeric order of the original ids when all are integers, else first appearance. Repeated
+(user, item) interactions are kept (repeat consumption). Malformed files (a wrong field count, an
+empty id, a number that is not finite, a header where the format has none, text that is not in the
+file's encoding) raise :class:`DatasetFormatError` naming the file, the line and what was expected.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .dataset import PAD_TOKEN, InteractionDataset
 
 FORMATS = ("auto", "recbole", "sequence", "movielens", "synthetic")
 _TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
+_USER_HEADERS = ("user", "user_id", "userid", "uid", "user_id:token")  # a first line that names columns
 _ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -59,19 +63,34 @@ Row = tuple[str, str, float | None, float | None, int]
 
 
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without newline) for non-empty lines."""
-    with path.open(encoding=encoding, newline="") as fh:
-        for number, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
+    """(1-based line number, line without newline) for non-empty lines; bytes are decoded line by line so
+    that a decoding error names its line."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise DatasetFormatError(path, number, f"{encoding}-encoded text", raw.decode(encoding, "replace")) from None
             if line.strip():
                 yield number, line
 
 
 def _number(path: Path, line: int, text: str, what: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DatasetFormatError(path, line, f"a number for {what}", text) from None
+    if not np.isfinite(value):  # a NaN timestamp would break the time order silently
+        raise DatasetFormatError(path, line, f"a finite number for {what}", text)
+    return value
+
+
+def _ids(path: Path, line: int, user: str, item: str) -> tuple[str, str]:
+    """The (user, item) ids of a row, stripped; an empty one raises."""
+    user, item = user.strip(), item.strip()
+    if not user or not item:
+        raise DatasetFormatError(path, line, "non-empty user and item ids", f"user {user!r}, item {item!r}")
+    return user, item
 
 
 def _build(
@@ -119,7 +138,7 @@ def _build(
     for items in seqs.values():
         first_seen.update(dict.fromkeys(items))
     originals = list(first_seen)
-    if all(it.lstrip("-").isdigit() for it in originals):
+    if all(it.lstrip("-").isdecimal() for it in originals):
         originals.sort(key=int)
     index = {it: i + 1 for i, it in enumerate(originals)}
     meta = dict(meta, source=str(source), k_core=k_core, min_rating=min_rating, max_seq_len=max_seq_len)
@@ -198,8 +217,7 @@ def load_recbole(
     ri, ti = _field(inter, fields, "rating", False), _field(inter, fields, "timestamp", False)
     rows: list[Row] = [
         (
-            cells[ui],
-            cells[ii],
+            *_ids(inter, n, cells[ui], cells[ii]),
             _number(inter, n, cells[ri], "rating") if ri is not None else None,
             _number(inter, n, cells[ti], "timestamp") if ti is not None else None,
             n,
@@ -264,6 +282,8 @@ def load_sequence_text(
         cells = line.split()
         if len(cells) < 2:
             raise DatasetFormatError(path, number, "'user item1 item2 ...' with at least one item", line)
+        if not rows and cells[0].lower() in _USER_HEADERS:
+            raise DatasetFormatError(path, number, "a data line (the sequence format has no header)", line)
         if cells[0] in seen_users:
             raise DatasetFormatError(path, number, f"each user on one line; user {cells[0]!r} appears again", line)
         seen_users.add(cells[0])
@@ -295,15 +315,19 @@ def load_sequence_text(
 
 
 # ----------------------------------------------------------------------------- MovieLens raw
-def _split_ratings(path: Path, sep: str, skip_header: bool) -> list[Row]:
+def _split_ratings(path: Path, sep: str, header: str | None) -> list[Row]:
+    """Rows of a ratings file with 4 fields ``user item rating timestamp`` per line, after ``header`` if given."""
     rows: list[Row] = []
-    for number, line in _lines(path, encoding="latin-1"):
-        if skip_header and number == 1:
-            continue
+    lines = _lines(path, encoding="latin-1")
+    if header is not None:
+        number, line = next(lines, (1, ""))
+        if line.strip() != header:
+            raise DatasetFormatError(path, number, f"the header {header!r}", line)
+    for number, line in lines:
         cells = line.split(sep) if sep != "whitespace" else line.split()
-        if len(cells) < 4:
-            raise DatasetFormatError(path, number, "'user item rating timestamp'", line)
-        rows.append((cells[0], cells[1], _number(path, number, cells[2], "rating"),
+        if len(cells) != 4:
+            raise DatasetFormatError(path, number, "4 fields 'user item rating timestamp'", line)
+        rows.append((*_ids(path, number, cells[0], cells[1]), _number(path, number, cells[2], "rating"),
                      _number(path, number, cells[3], "timestamp"), number))
     return rows
 
@@ -320,7 +344,7 @@ def load_movielens(
     titles: dict[str, str] = {}
     attributes: dict[str, tuple[str, ...]] = {}
     if (folder / "u.data").is_file():
-        release, rows = "100k", _split_ratings(folder / "u.data", "whitespace", False)
+        release, rows = "100k", _split_ratings(folder / "u.data", "whitespace", None)
         genres = list(_ML100K_GENRES)
         if (folder / "u.genre").is_file():
             pairs = [line.split("|") for _, line in _lines(folder / "u.genre", encoding="latin-1")]
@@ -334,7 +358,7 @@ def load_movielens(
                 titles[cells[0]] = cells[1]
                 attributes[cells[0]] = tuple(g for g, flag in zip(genres, cells[5:]) if flag == "1")
     elif (folder / "ratings.dat").is_file():
-        release, rows = "1m", _split_ratings(folder / "ratings.dat", "::", False)
+        release, rows = "1m", _split_ratings(folder / "ratings.dat", "::", None)
         if (folder / "movies.dat").is_file():
             for number, line in _lines(folder / "movies.dat", encoding="latin-1"):
                 cells = line.split("::")
@@ -343,7 +367,7 @@ def load_movielens(
                 titles[cells[0]] = cells[1]
                 attributes[cells[0]] = tuple(g for g in cells[2].split("|") if g)
     elif (folder / "ratings.csv").is_file():
-        release, rows = "csv", _split_ratings(folder / "ratings.csv", ",", True)
+        release, rows = "csv", _split_ratings(folder / "ratings.csv", ",", "userId,movieId,rating,timestamp")
         movies = folder / "movies.csv"
         if movies.is_file():
             with movies.open(encoding="utf-8", newline="") as fh:

@@ -33,6 +33,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
     Returns:
         LongTensor[B]: number of non-excluded items (target included) with score >= the
         target's score, minus 1.
+
+    Raises:
+        ValueError: on malformed shapes, targets outside ``1..n_items`` or NaN scores.
     """
     if scores.ndim != 2 or exclude.shape != scores.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and exclude {tuple(exclude.shape)} must be equal [B, n_items+1]")
@@ -40,6 +43,8 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
         raise ValueError(f"targets must have shape [{scores.shape[0]}], got {tuple(targets.shape)}")
     if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) >= scores.shape[1]):
         raise ValueError(f"targets must be item ids in 1..{scores.shape[1] - 1}")
+    if bool(torch.isnan(scores).any()):  # a NaN target would rank -1, better than first: a diverged model
+        raise ValueError("scores contain NaN (a diverged model?); a rank is defined for real-valued scores only")
     target_scores = scores.gather(1, targets.view(-1, 1))
     keep = ~exclude
     keep = keep.scatter(1, targets.view(-1, 1), True)
