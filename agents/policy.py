@@ -6,6 +6,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 
+METADATA_FILE = "recrail.json"  # what a training run saves beside its model: backend, env id, config
+
 
 @runtime_checkable
 class Policy(Protocol):

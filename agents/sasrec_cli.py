@@ -30,7 +30,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     options = {k: v for k, v in (("k_core", args.k_core), ("min_rating", args.min_rating),
                                  ("max_seq_len", args.max_seq_len)) if v is not None}

@@ -13,6 +13,7 @@ its statistics are frozen at the end of training, kept in the checkpoint and app
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import warnings
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from agents.policy import METADATA_FILE
+
 # algorithm name -> its AlgorithmConfig class, imported only when used (Ray is slow to import)
 ALGORITHMS = {
     "ppo": "ray.rllib.algorithms.ppo:PPOConfig",
@@ -36,7 +39,6 @@ ALGORITHMS = {
 # RLModules named by `module`: name -> (class path, env method giving the layout put in its model_config).
 # They read masked observations, so their envs are made by `agents.phrase_rl_module.masked_env`.
 CUSTOM_MODULES = {"phrase_scoring": ("agents.phrase_rl_module:PhraseScoringRLModule", "phrase_feature_layout")}
-METADATA_FILE = "recrail.json"
 MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 CONNECTOR_SUBPATH = Path("env_runner") / "env_to_module_connector"
 MEAN_STD_FILTER = "MeanStdFilter"  # the connector's name in its pipeline's state
@@ -180,9 +182,14 @@ class RLlibPolicy:
         return action.item() if isinstance(env.action_space, gym.spaces.Discrete) else action
 
     def _greedy(self, obs: Any) -> np.ndarray:
+        from ray.rllib.utils.spaces.space_utils import unsquash_action
+
         with torch.no_grad():
             out = self.module.forward_inference({"obs": obs})
-        return self._dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
+        action = self._dist_cls.from_logits(out["action_dist_inputs"]).to_deterministic().sample().numpy()
+        # as in training (RLlib's default normalize_actions=True): a Box action maps from [-1, 1] to the
+        # space's bounds and is clipped there; Discrete actions pass unchanged
+        return unsquash_action(action, self.module.action_space)
 
 
 def _import(path: str) -> Any:
@@ -233,11 +240,22 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
     return algo_config
 
 
+def _check_training_keys(config: RLlibTrainConfig) -> None:
+    """Reject ``config.training`` keys that the algorithm's ``training()`` (over its class hierarchy) does not take."""
+    cls = _import(ALGORITHMS[config.algo])
+    allowed = {name for klass in cls.__mro__ if "training" in vars(klass)
+               for name in inspect.signature(vars(klass)["training"]).parameters} - {"self", "kwargs"}
+    unknown = sorted(set(config.training) - allowed)
+    if unknown:
+        raise ValueError(f"rllib {config.algo} has no training settings {unknown}; allowed: {sorted(allowed)}")
+
+
 def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
     """Train for ``config.iterations`` iterations; save a checkpoint in ``config.out_dir``."""
     import ray
     from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
 
+    _check_training_keys(config)  # before Ray starts: a typo fails in a second, not after the cluster is up
     started_ray = not ray.is_initialized()
     if started_ray:
         # Driver and workers import recrail from the same source tree.

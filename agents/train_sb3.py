@@ -8,6 +8,7 @@ a :class:`SB3Policy` that the evaluation harness can run.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
+from agents.policy import METADATA_FILE
 from envs import bare_id  # importing envs registers the recrail ids in this process
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
@@ -36,7 +38,6 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
 VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 # Policies named in configs beyond SB3's own: name -> (class path, env method giving its layout kwargs)
 CUSTOM_POLICIES = {"PhraseScoringPolicy": ("agents.phrase_policy:PhraseScoringPolicy", "phrase_feature_layout")}
-METADATA_FILE = "recrail.json"  # written next to model.zip: what `load_sb3_policy` needs to reload
 NORMALIZER_FILE = "vecnormalize.pkl"  # the observation statistics of a `normalize_obs` run, beside model.zip
 
 
@@ -69,6 +70,11 @@ class SB3TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        # the constructor's own arguments, less those train_sb3 sets itself
+        allowed = set(inspect.signature(ALGORITHMS[self.algo]).parameters) - {"env", "seed", "verbose", "tensorboard_log"}
+        unknown = sorted(set(self.hyperparams) - allowed)
+        if unknown:
+            raise ValueError(f"{self.algo} has no hyperparameters {unknown}; allowed: {sorted(allowed)}")
 
 
 class SB3Policy:
@@ -126,17 +132,26 @@ def train_sb3(
     if hyperparams["policy"] in CUSTOM_POLICIES:
         hyperparams.update(_custom_policy(hyperparams, vec_env, env_id))
     out = Path(config.out_dir) if config.out_dir is not None else None
+    meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
     all_callbacks = list(callbacks or [])
     if out is not None and config.checkpoint_every:
         save_freq = max(config.checkpoint_every // config.n_envs, 1)
-        all_callbacks.append(CheckpointCallback(save_freq, str(out / "checkpoints"), name_prefix=config.algo))
-    model = algo_cls(
-        env=vec_env,
-        seed=config.seed,
-        verbose=0,
-        tensorboard_log=str(out / "tensorboard") if out is not None else None,
-        **hyperparams,
-    )
+        # each checkpoint reloads like model.zip: the metadata beside it, its observation statistics with it
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints" / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        all_callbacks.append(CheckpointCallback(save_freq, str(out / "checkpoints"), name_prefix=config.algo,
+                                                save_vecnormalize=config.normalize_obs))
+    try:
+        model = algo_cls(
+            env=vec_env,
+            seed=config.seed,
+            verbose=0,
+            tensorboard_log=str(out / "tensorboard") if out is not None else None,
+            **hyperparams,
+        )
+    except AssertionError as err:  # SB3 asserts the spaces an algorithm supports
+        vec_env.close()
+        raise ValueError(f"{config.algo} cannot train on {env_id}: {err}") from None
     model.learn(total_timesteps=config.timesteps, callback=all_callbacks, progress_bar=config.progress)
     vec_env.close()
     normalizer = vec_env if config.normalize_obs else None
@@ -147,7 +162,6 @@ def train_sb3(
         model.save(out / "model.zip")
         if normalizer is not None:
             normalizer.save(out / NORMALIZER_FILE)
-        meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return SB3Policy(model, name=config.algo, normalizer=normalizer)
 
@@ -178,7 +192,12 @@ def load_sb3_policy(path: Path | str, algo: str | None = None) -> SB3Policy:
             f"pass the algorithm, one of {sorted(ALGORITHMS)}"
         )
     normalizer = None
-    if (path.parent / NORMALIZER_FILE).is_file():  # VecNormalize.load wants an env; the statistics do not
-        with (path.parent / NORMALIZER_FILE).open("rb") as f:
+    # beside model.zip, or CheckpointCallback's own name for a checkpoint <algo>_<steps>_steps.zip
+    prefix, _, steps = path.stem.removesuffix("_steps").rpartition("_")
+    candidates = (path.with_name(f"{prefix}_vecnormalize_{steps}_steps.pkl"), path.parent / NORMALIZER_FILE)
+    stats_file = next((f for f in candidates if f.is_file()), None)
+    if stats_file is not None:  # VecNormalize.load wants an env; the statistics do not
+        with stats_file.open("rb") as f:
             normalizer = pickle.load(f)
+        normalizer.training = False  # evaluation never updates the statistics
     return SB3Policy(ALGORITHMS[algo].load(path, device="cpu"), name=algo, normalizer=normalizer)

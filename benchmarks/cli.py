@@ -44,6 +44,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:  # numpy's seeding rejects negative seeds
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return number
+
+
 def _json_object(value: str) -> dict:
     try:
         parsed = json.loads(value)
@@ -80,7 +87,14 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from benchmarks.experiment import load_experiment
 
+    import gymnasium as gym
+
     experiment = load_experiment(args.env, args.config)
+    probe = gym.make(args.env, **experiment.env_kwargs)
+    if isinstance(probe.observation_space, gym.spaces.Text):
+        raise UsageError(f"recrail train: error: {args.env} observes text (for language-model agents); SB3 and RLlib "
+                         "train on numeric observations, e.g. recrail/TRMRetrieval-v0")
+    probe.close()
     name = envs.entry_for(args.env).name
     out = args.out or Path("runs") / "train" / f"{name}-{args.backend}-{args.algo}-s{args.seed}"
     if args.backend == "sb3":
@@ -177,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive, help="rllib: training iterations (overrides --timesteps)")
     p.add_argument("--num-env-runners", type=int, help="rllib: env runner processes")
     p.add_argument("--address", help="rllib: address of a running Ray cluster (default: start Ray locally)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="training seed (default 0)")
     p.add_argument("--config", type=Path, help="experiment YAML (default benchmarks/configs/<Name>.yaml)")
     p.add_argument("--out", type=Path, help="output folder (default runs/train/<name>-<backend>-<algo>-s<seed>)")
     p.set_defaults(func=cmd_train)
@@ -187,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, nargs="+",
                    help="baseline name, SB3 .zip file or RLlib checkpoint folder (several allowed)")
     p.add_argument("--episodes", type=_positive, default=30, help="paired episodes per policy (default 30)")
-    p.add_argument("--seed", type=int, default=100_000, help="seed of the first episode (default 100000)")
+    p.add_argument("--seed", type=_non_negative, default=100_000, help="seed of the first episode (default 100000)")
     p.add_argument("--reference", help="policy the paired differences are taken against (default: the first)")
     p.add_argument("--heldout", action="store_true", help="use the config's held-out eval_env_kwargs")
     p.add_argument("--env-kwargs", type=_json_object, help="JSON kwargs for gym.make (overrides --config)")

@@ -18,7 +18,7 @@ from agents.baselines import baseline_names, make_baseline
 from agents.policy import Policy
 from agents.train_sb3 import train_sb3
 from benchmarks.experiment import load_experiment
-from benchmarks.harness import EvaluationReport, evaluate_policies
+from benchmarks.harness import EvaluationReport, evaluate_policies, with_interval
 
 EVAL_SEED = 100_000  # evaluation seeds start here, away from the training seeds
 BASELINE_ONLY_EPISODES = 10  # for an env whose config has no demo section
@@ -44,7 +44,7 @@ def rich_table(report: EvaluationReport, title: str) -> Table:
     table.add_column(f"return - {report.reference}", justify="right", no_wrap=True)
     for policy, row in wide.iterrows():
         d = returns.loc[policy]
-        diff = "" if policy == report.reference else f"{d['diff']:+.3g} [{d['diff_ci_low']:+.3g}, {d['diff_ci_high']:+.3g}]"
+        diff = "" if policy == report.reference else with_interval(d["diff"], d["diff_ci_low"], d["diff_ci_high"], "+.3g")
         table.add_row(str(policy), *[str(row[m]) for m in metrics], diff)
     return table
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from agents.train_rllib import ALGORITHMS as RLLIB_ALGORITHMS
 from agents.train_rllib import RLlibTrainConfig
+from agents.train_sb3 import ALGORITHMS as SB3_ALGORITHMS
 from agents.train_sb3 import SB3TrainConfig
 from envs import entry_for
 
@@ -54,11 +56,24 @@ class ExperimentConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no experiment config at {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
         if not isinstance(raw, dict) or "env_id" not in raw:
             raise ValueError(f"{path}: expected a mapping with at least 'env_id'")
         _check_keys(str(path), raw, {f.name for f in fields(cls)})
+        for key in ("env_kwargs", "eval_env_kwargs"):
+            if raw.get(key) is not None and not isinstance(raw[key], dict):
+                raise ValueError(f"{path} {key}: expected a mapping of gym.make keyword arguments, got {raw[key]!r}")
         entry_for(raw["env_id"])  # raises on an unknown id
+        for backend, algorithms in (("sb3", SB3_ALGORITHMS), ("rllib", RLLIB_ALGORITHMS)):
+            section = raw.get(backend) or {}
+            if not isinstance(section, dict):
+                raise ValueError(f"{path} {backend}: expected a mapping of algorithm names to settings")
+            _check_keys(f"{path} {backend}", section, set(algorithms))
         demo = raw.get("demo")
         if demo is not None:
             _check_keys(f"{path} demo", demo, {f.name for f in fields(DemoSpec)})

@@ -48,6 +48,13 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, float]:
     return {"return": episode_return, "length": float(length), **{k: float(v) for k, v in kpis.items()}}
 
 
+def with_interval(estimate: float, low: float, high: float, spec: str) -> str:
+    """``estimate [low, high]`` formatted with ``spec``; ``[no CI]`` when the interval is undefined (one episode)."""
+    if np.isnan(low) or np.isnan(high):
+        return f"{estimate:{spec}} [no CI]"
+    return f"{estimate:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 @dataclass
 class EvaluationReport:
     """Per-episode records and their per-policy summary."""
@@ -65,8 +72,7 @@ class EvaluationReport:
         """Wide table: one row per policy, ``mean [low, high]`` per metric."""
         rows = self.summary if metrics is None else self.summary[self.summary["metric"].isin(metrics)]
         cells = rows.assign(cell=[
-            f"{m:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
-            for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])
+            with_interval(m, lo, hi, f".{digits}g") for m, lo, hi in zip(rows["mean"], rows["ci_low"], rows["ci_high"])
         ])
         wide = cells.pivot(index="policy", columns="metric", values="cell")
         order = list(dict.fromkeys(self.summary["policy"]))
@@ -76,8 +82,7 @@ class EvaluationReport:
         """Wide table of paired differences to the reference policy, ``diff [low, high]``."""
         rows = self.summary[self.summary["policy"] != self.reference]
         cells = rows.assign(cell=[
-            f"{d:+.4g} [{lo:+.4g}, {hi:+.4g}]"
-            for d, lo, hi in zip(rows["diff"], rows["diff_ci_low"], rows["diff_ci_high"])
+            with_interval(d, lo, hi, "+.4g") for d, lo, hi in zip(rows["diff"], rows["diff_ci_low"], rows["diff_ci_high"])
         ])
         wide = cells.pivot(index="policy", columns="metric", values="cell")
         return wide.loc[list(dict.fromkeys(rows["policy"])), self.metrics]
@@ -191,6 +196,8 @@ def evaluate_policies(
     if not policies:
         raise ValueError("no policies to evaluate")
     reference = reference if reference is not None else next(iter(policies))
+    if reference not in policies:  # before any episode runs, not after all of them
+        raise ValueError(f"reference policy {reference!r} is not among {list(policies)}")
     records: list[dict[str, Any]] = []
     with Progress(disable=not progress, transient=True) as bar:
         for name, policy in policies.items():

@@ -24,7 +24,7 @@ class Interval:
     high: float
 
     def excludes_zero(self) -> bool:
-        return self.low > 0.0 or self.high < 0.0
+        return self.low > 0.0 or self.high < 0.0  # False for NaN bounds (no interval)
 
 
 def _as_sample(values: np.ndarray | list[float]) -> np.ndarray:
@@ -44,10 +44,13 @@ def mean_ci(
     methods: tuple[str, ...] = ("BCa", "percentile"),
 ) -> Interval:
     """Mean with a bootstrap CI: the first of ``methods`` that gives a finite interval (BCa is
-    undefined for some samples, e.g. two distinct values; percentile then serves)."""
+    undefined for some samples, e.g. two distinct values; percentile then serves). One value has no
+    interval: its bounds are NaN (and :meth:`Interval.excludes_zero` is False)."""
     sample = _as_sample(values)
     mean = float(sample.mean())
-    if sample.size < 2 or np.ptp(sample) == 0.0:
+    if sample.size < 2:
+        return Interval(mean, float("nan"), float("nan"))
+    if np.ptp(sample) == 0.0:
         return Interval(mean, mean, mean)  # no spread: the bootstrap distribution is a point
     interval = None
     for method in methods:

@@ -1,6 +1,8 @@
 """The ``recrail`` command: listing, one-line errors, evaluate's outputs, SB3 and RLlib training."""
 
 import json
+import re
+import shutil
 
 import pytest
 
@@ -40,12 +42,37 @@ def test_list_shows_every_id_with_spaces(capsys):
         (["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", "no_such_policy"], "neither a baseline"),
         (["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", "x", "--env-kwargs", "[1]"], "JSON object"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["train", "--env", ENV_WITH_TWO_BASELINES, "--seed", "-1"], "must be an integer >= 0, got -1"),
+        (["evaluate", "--env", ENV_WITH_TWO_BASELINES, "--policy", "x", "--seed", "-5"], "must be an integer >= 0"),
+        (["train", "--env", "recrail/TRMRetrievalText-v0"], "observes text"),
+        (["train", "--env", "recrail/RailDisruption-v0", "--algo", "dqn", "--timesteps", "64"],
+         "dqn cannot train on recrail/RailDisruption-v0"),
+        (["sasrec", "train", "--data", "synthetic", "--threads", "0", "--out", "unused"], "--threads must be >= 1"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and fragment in err and err.startswith("recrail")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("env_id: {env}\nsb3:\n  ppo_: {{n_steps: 64}}\n", r"sb3: unknown keys \['ppo_'\]"),
+     ("env_id: {env}\nsb3:\n  ppo: {{n_stepz: 64}}\n", r"ppo has no hyperparameters \['n_stepz'\]"),
+     ("env_id: {env}\nrllib:\n  ppo: {{lamda: 0.9}}\n", r"rllib ppo has no training settings \['lamda'\]"),
+     ("env_id: {env}\nsb3: [ppo\n", "not valid YAML"),
+     ("env_id: {env}\nenv_kwargs: [1]\n", "env_kwargs: expected a mapping")],
+)
+def test_config_typos_are_named_before_training(tmp_path, text, fragment, capsys):
+    backend = "rllib" if "rllib" in text else "sb3"
+    path = tmp_path / "typo.yaml"
+    path.write_text(text.format(env=ENV_WITH_TWO_BASELINES))
+    argv = ["train", "--env", ENV_WITH_TWO_BASELINES, "--backend", backend, "--config", str(path), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("recrail: error") and re.search(fragment, err)
+    assert not (tmp_path / "model.zip").exists()
 
 
 def test_evaluate_two_baselines_writes_all_four_outputs(tmp_path):
@@ -59,7 +86,7 @@ def test_evaluate_two_baselines_writes_all_four_outputs(tmp_path):
     assert {row["policy"] for row in payload["summary"]} == {first, second}
 
 
-def test_sb3_train_then_evaluate_the_saved_zip(tmp_path, small_config):
+def test_sb3_train_then_evaluate_the_saved_zip(tmp_path, small_config, capsys):
     env_id = ENV_WITH_TWO_BASELINES
     argv = ["train", "--env", env_id, "--algo", "ppo", "--timesteps", "128", "--config", str(small_config),
             "--out", str(tmp_path / "run")]
@@ -67,9 +94,15 @@ def test_sb3_train_then_evaluate_the_saved_zip(tmp_path, small_config):
     model = tmp_path / "run" / "model.zip"
     assert model.is_file() and (tmp_path / "run" / "recrail.json").is_file()
     baseline = baseline_names(env_id)[0]
-    argv = ["evaluate", "--env", env_id, "--policy", str(model), baseline, "--episodes", "2", "--out", str(tmp_path / "eval")]
+    shutil.copytree(tmp_path / "run", tmp_path / "run2")  # two agents, both saved as model.zip: named by their runs
+    argv = ["evaluate", "--env", env_id, "--policy", str(model), str(tmp_path / "run2" / "model.zip"), baseline,
+            "--episodes", "2", "--out", str(tmp_path / "eval")]
     assert main(argv) == 0
-    assert (tmp_path / "eval" / "evaluation.md").read_text().count("model") >= 1
+    payload = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert {row["policy"] for row in payload["summary"]} == {"run", "run2", baseline}
+    other = next(i for i in envs.env_ids() if i != env_id)
+    assert main(["evaluate", "--env", other, "--policy", str(model), "--episodes", "1"]) == 2
+    assert f"was trained on {env_id}" in capsys.readouterr().err
 
 
 def test_rllib_train_two_iterations_with_two_env_runners(tmp_path, small_config):

@@ -99,8 +99,18 @@ def test_write_produces_json_csv_markdown_and_png(tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+class Unplayable:
+    name = "unplayable"
+
+    def reset(self, env, seed):
+        pass
+
+    def act(self, obs, env):
+        raise AssertionError("an episode ran before the arguments were checked")
+
+
 def test_unknown_reference_and_empty_inputs_are_errors():
-    with pytest.raises(ValueError, match="reference policy"):
-        evaluate_policies(TOY_ID, {"a": Constant(0)}, 2, reference="nobody", progress=False)
+    with pytest.raises(ValueError, match="reference policy 'nobody' is not among"):  # before any episode runs
+        evaluate_policies(TOY_ID, {"a": Unplayable()}, 2, reference="nobody", progress=False)
     with pytest.raises(ValueError, match="episodes"):
         evaluate_policies(TOY_ID, {"a": Constant(0)}, 0, progress=False)

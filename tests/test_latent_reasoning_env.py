@@ -489,7 +489,7 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     from agents.train_sb3 import NORMALIZER_FILE, SB3TrainConfig, load_sb3_policy, train_sb3
 
     cfg = SB3TrainConfig(algo="ppo", timesteps=128, n_envs=2, progress=False, normalize_obs=True,
-                         out_dir=tmp_path, env_kwargs={"config": tiny},
+                         out_dir=tmp_path, env_kwargs={"config": tiny}, checkpoint_every=128,
                          hyperparams={"n_steps": 64, "batch_size": 64, "n_epochs": 1})
     policy = train_sb3(ENV_ID, cfg)
     norm = policy.normalizer
@@ -505,6 +505,13 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     loaded = load_sb3_policy(tmp_path / "model.zip")
     np.testing.assert_array_equal(loaded.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(loaded.predict(obs), policy.predict(obs))
+    # a checkpoint reloads like model.zip (its algorithm from the metadata, its own statistics, frozen)
+    from agents.loading import load_policy
+
+    checkpoint = load_policy(str(tmp_path / "checkpoints" / "ppo_128_steps.zip"), ENV_ID)
+    assert checkpoint.name == "ppo_128_steps" and not checkpoint.normalizer.training
+    np.testing.assert_array_equal(checkpoint.normalizer.obs_rms.mean, norm.obs_rms.mean)
+    np.testing.assert_array_equal(checkpoint.predict(obs), checkpoint.model.predict(scaled, deterministic=True)[0])
 
 
 def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path):

@@ -25,6 +25,11 @@ def test_constant_sample_has_a_point_interval():
     assert (ci.estimate, ci.low, ci.high) == (2.5, 2.5, 2.5)
 
 
+def test_one_value_has_no_interval_and_is_never_significant():
+    ci = mean_ci([-85.8])
+    assert ci.estimate == -85.8 and np.isnan(ci.low) and np.isnan(ci.high) and not ci.excludes_zero()
+
+
 def test_iqm_is_the_mean_of_the_middle_half():
     assert iqm([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(4.5)  # (3 + 4 + 5 + 6) / 4
     assert iqm([0, 0, 1, 1, 1, 1, 100, 100]) == pytest.approx(1.0)
