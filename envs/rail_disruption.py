@@ -43,9 +43,11 @@ Reward per epoch (weights in the config):
 
 Start: minute 0 of the scenario (``default``: the config's scenario, or a draw of the ``train`` /
 held-out ``test`` family around it, ``ScenarioFamily.sample``), the closure begins later; ``reset``
-takes no options (the scenario comes from the config; any key raises). Termination: the line has
-reopened and at most ``backlog_clear_ratio * crowding threshold`` passengers wait. Truncation: the
-horizon. Stepping a finished episode raises (no auto-reset).
+takes no options (the scenario comes from the config; any key raises). Truncation: the horizon;
+every policy is scored over the same day, so returns and KPIs compare. Termination, only with a
+``backlog_clear_ratio``: the line has reopened and at most ``backlog_clear_ratio * crowding
+threshold`` passengers wait (a recovery task: since boardings earn ``w_served``, ending early forgoes
+reward, so use it with ``w_served = 0``). Stepping a finished episode raises (no auto-reset).
 
 ``info``: ``time_min``, ``boarded``, ``lost``, ``invalid_actions``, ``headway_violations`` of the
 step; on the last step ``kpis`` (``RailwayModel.kpis``: demand_satisfaction, fleet_share_used,
@@ -83,7 +85,10 @@ class RailDisruptionConfig:
     quota_levels: int = 4
     low_level_min_load: float = 0.5  # hierarchical low level: dispatch when the queue fills this share of a unit
     low_level_max_gap_min: float = 20.0  # ... or when the last departure is this long ago
-    backlog_clear_ratio: float = 0.25
+    # None: every episode runs to the horizon. A ratio: the episode ends once the line has reopened and at most
+    # ratio x the hub's crowding threshold wait (a recovery task; with w_served > 0 ending forgoes the reward of
+    # later boardings, so an agent gains by delaying recovery: pair it with a cost-only reward, w_served = 0)
+    backlog_clear_ratio: float | None = None
     w_served: float = 0.01
     w_crowd: float = 0.0005
     w_lost: float = 0.02
@@ -97,8 +102,8 @@ class RailDisruptionConfig:
         if self.family not in ("default", *FAMILIES):
             raise ValueError(f"family must be one of {['default', *FAMILIES]}, got {self.family!r}")
         check_ints(self, "epoch_min", "high_level_every", "quota_levels")
-        check_finite(self, "low_level_min_load", "low_level_max_gap_min", "backlog_clear_ratio",
-                       *(f.name for f in fields(self) if f.name.startswith("w_")))
+        check_finite(self, "low_level_min_load", "low_level_max_gap_min",
+                     *(f.name for f in fields(self) if f.name.startswith("w_")))
         if not 1 <= self.epoch_min <= 60:
             raise ValueError(f"epoch_min must be an integer in [1, 60] minutes, got {self.epoch_min!r}")
         if self.high_level_every < 1:
@@ -108,8 +113,10 @@ class RailDisruptionConfig:
         if self.low_level_min_load < 0 or self.low_level_max_gap_min <= 0:
             raise ValueError("low_level_min_load must be >= 0 and low_level_max_gap_min > 0, got "
                              f"{self.low_level_min_load} and {self.low_level_max_gap_min}")
-        if self.backlog_clear_ratio < 0:
-            raise ValueError(f"backlog_clear_ratio must be >= 0, got {self.backlog_clear_ratio}")
+        if self.backlog_clear_ratio is not None:
+            check_finite(self, "backlog_clear_ratio")
+            if self.backlog_clear_ratio < 0:
+                raise ValueError(f"backlog_clear_ratio must be None or >= 0, got {self.backlog_clear_ratio}")
         for f in fields(self):
             if f.name.startswith("w_") and getattr(self, f.name) < 0:
                 raise ValueError(f"reward weight {f.name} must be >= 0, got {getattr(self, f.name)}")
@@ -174,7 +181,7 @@ class RailDisruptionEnv(gym.Env):
             - cfg.w_invalid * result.invalid
         )
         model = self.model
-        terminated = model.backlog_cleared(int(cfg.backlog_clear_ratio * self._threshold))
+        terminated = self._recovered()
         truncated = model.at_horizon and not terminated
         info: dict[str, Any] = {
             "time_min": model.now,
@@ -247,6 +254,11 @@ class RailDisruptionEnv(gym.Env):
                              f"(integers 0 <= a[i] < nvec[i], nvec={self._nvec_list})")
         return values
 
+    def _recovered(self) -> bool:
+        """The episode's end by recovery (only with a ``backlog_clear_ratio``)."""
+        ratio = self.config.backlog_clear_ratio
+        return ratio is not None and self.model.backlog_cleared(int(ratio * self._threshold))
+
     def _step_hierarchical(self, levels: np.ndarray) -> EpochResult:
         cfg, model = self.config, self.model
         quotas = levels * self._fleet / cfg.quota_levels
@@ -257,7 +269,7 @@ class RailDisruptionEnv(gym.Env):
             for f in fields(EpochResult):
                 setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
             self.md_waiting = model.sensor.waiting(model.passengers.waiting_log, model.now)
-            if model.at_horizon or model.backlog_cleared(int(cfg.backlog_clear_ratio * self._threshold)):
+            if model.at_horizon or self._recovered():
                 break
         return total
 

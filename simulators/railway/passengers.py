@@ -45,7 +45,8 @@ class Passengers:
         self.route_cohorts = self.remaining.sum(axis=1)  # (routes, minutes), kept in sync with remaining
         self._arrived_by = np.cumsum(self.route_cohorts.sum(axis=0))  # arrivals up to and including minute m
         self.waiting_log = np.zeros((n_routes, n_minutes), dtype=np.int64)  # true waiting per route per minute
-        self.wait_hist = np.zeros(patience, dtype=np.int64)  # boarded passengers by minutes waited
+        # passengers who left the platform by minutes waited: boarded after 0..patience-1, gave up at patience
+        self.wait_hist = np.zeros(patience + 1, dtype=np.int64)
         self.now = 0
         self.boarded = 0
         self.reneged = 0
@@ -117,6 +118,7 @@ class Passengers:
             leaving = self.route_cohorts[:, gone_lo:gone_hi]
             delta[:, delta.shape[1] - leaving.shape[1] :] -= leaving
             self.reneged += int(leaving.sum())
+            self.wait_hist[p] += int(leaving.sum())
             self.remaining[:, :, gone_lo:gone_hi] = 0
             self.route_cohorts[:, gone_lo:gone_hi] = 0
         per_route = self.waiting_now[:, None] + np.cumsum(delta, axis=1)

@@ -46,7 +46,7 @@ class Fleet:
     """Rolling stock: identical units of ``unit_capacity`` persons (seats + standing)."""
 
     units_at_hub: int = 8
-    units_stranded: int = 6  # beyond the closure; back at the hub a round trip after reopening
+    units_stranded: int = 6  # beyond the closure from minute 0; back at the hub one run after reopening
     depot_units: int = 2
     depot_arrival_min: float = 90.0
     unit_capacity: int = 400
