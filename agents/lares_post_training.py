@@ -24,8 +24,11 @@ RPT instances are (prefix, next item) pairs (``LeaveOneOutSplit.prefix_instances
 ``hold_out_last`` never fitted, so RPT's reward is earned on targets SPT has not memorised), kept only if
 their target enters the SPT model's top-``filter_top`` at least once in ``filter_tries`` stochastic scorings
 (noise + sampled step count). For each batch, G rollouts are run (rollout g: its own step count, initial
-noise and dropout mask, shared across the batch); the per-step action log-prob is ``log p_t(target)``, the
-reward is Recall@10 (or NDCG@10) of the last step's full ranking with the input items masked, the advantage
+noise and core-block dropout mask, shared across the batch; the embedding and pre-block run once per batch, so
+their dropout is shared by the group); the per-step action log-prob is ``log p_t(target)``, the reward is
+Recall@10 (or NDCG@10) of the last step's full ranking with the instance's whole history masked (as the
+evaluation masks it, not only the model's ``max_len`` input window; on ML-100K 60% of prefix instances are
+longer than 50), the advantage
 is group-normalised (``advantage`` selects it or the variants of
 :func:`simulators.recsys.lares.rollout_advantages`: its positive part, or 1 for every rollout as the
 control), and the loss is :func:`simulators.recsys.lares.grpo_loss` with the reference run at the same step
@@ -97,6 +100,11 @@ def _check_eval_users(owner: str, n: int | None) -> None:
         raise ValueError(f"{owner}.eval_users = {n!r} is invalid; allowed: None (all validation users) or an int >= 1")
 
 
+def _check_budget(owner: str, seconds: float | None) -> None:
+    if seconds is not None and not seconds > 0:  # 0 used to mean "no budget" and a negative one a single epoch
+        raise ValueError(f"{owner}.time_budget_s = {seconds!r} is invalid; allowed: None (no budget) or seconds > 0")
+
+
 @dataclass(frozen=True)
 class SPTConfig:
     """SPT loop settings."""
@@ -142,6 +150,7 @@ class SPTConfig:
         if self.hold_out_last and self.windows != "prefix":
             raise ValueError(f"SPTConfig.hold_out_last = True needs windows='prefix', got windows={self.windows!r}")
         _check_eval_users("SPTConfig", self.eval_users)
+        _check_budget("SPTConfig", self.time_budget_s)
         if self.init_from is not None and self.resume_from is not None:
             raise ValueError(f"SPTConfig.init_from = {str(self.init_from)!r} and resume_from = "
                              f"{str(self.resume_from)!r}; allowed: at most one of them")
@@ -213,6 +222,9 @@ class RPTConfig:
         for name in ("k", "batch_size", "epochs", "filter_top", "filter_tries", "list_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RPTConfig.{name} = {getattr(self, name)!r} is invalid; allowed: an int >= 1")
+        if self.max_instances is not None and self.max_instances < 1:
+            raise ValueError(f"RPTConfig.max_instances = {self.max_instances!r} is invalid; allowed: None or an int >= 1")
+        _check_budget("RPTConfig", self.time_budget_s)
         if self.beta < 0 or self.lr <= 0:
             raise ValueError(f"RPTConfig beta = {self.beta!r} must be >= 0 and lr = {self.lr!r} > 0")
 
@@ -382,7 +394,7 @@ def train_spt(split: LeaveOneOutSplit, model_config: LARESConfig, config: SPTCon
                                optimizer=best_opt)
             else:
                 bad += 1
-            if bad >= config.patience or (budget and time.time() - start > budget):
+            if bad >= config.patience or (budget is not None and time.time() - start > budget):
                 break
     model.load_state_dict(best_state)
     return SPTResult(model.eval(), history, best_opt)
@@ -443,9 +455,11 @@ def _resumed(model: LARES, opt: torch.optim.Optimizer, path: Path) -> list[dict[
 
 
 @torch.no_grad()
-def filter_instances(model: LARES, inputs: np.ndarray, targets: np.ndarray, top: int, tries: int,
+def filter_instances(model: LARES, inputs: np.ndarray, targets: np.ndarray,
+                     history: Callable[[np.ndarray], torch.Tensor], top: int, tries: int,
                      seed: int, batch_size: int = 512) -> np.ndarray:
-    """Indices of instances whose target reaches the top-``top`` at least once in ``tries`` stochastic scorings."""
+    """Indices of instances whose target reaches the top-``top`` at least once in ``tries`` stochastic scorings,
+    ``history(indices)`` masked (the instances' whole histories, as the evaluation masks them)."""
     model.eval()
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -453,19 +467,12 @@ def filter_instances(model: LARES, inputs: np.ndarray, targets: np.ndarray, top:
     c = model.config
     for i in range(0, len(targets), batch_size):
         x, y = torch.from_numpy(inputs[i:i + batch_size]), torch.from_numpy(targets[i:i + batch_size])
-        exclude = _input_mask(x, c.n_items)
+        exclude = history(np.arange(i, min(i + batch_size, len(targets))))
         for _ in range(tries):
             steps = sample_steps(rng, c.train_mean_steps, c.train_steps_sigma, c.max_steps)
             ranks = target_ranks(model(x, steps, generator=gen), y, exclude)
             keep[i:i + batch_size] |= (ranks < top).numpy()
     return np.flatnonzero(keep)
-
-
-def _input_mask(inputs: torch.Tensor, n_items: int) -> torch.Tensor:
-    mask = torch.zeros(len(inputs), n_items + 1, dtype=torch.bool)
-    mask.scatter_(1, inputs, True)
-    mask[:, 0] = True
-    return mask
 
 
 def _rollout_scores(model: LARES, H: torch.Tensor, mask: torch.Tensor, T0: torch.Tensor, steps: int
@@ -505,12 +512,12 @@ def _reference_run(policy_rng: torch.Tensor | None, fn: Callable[..., _Out], *ar
 
 
 def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, targets: torch.Tensor,
-                   config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
+                   exclude: torch.Tensor, config: RPTConfig, rng: np.random.Generator, gen: torch.Generator
                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO loss of one batch: G rollouts (each with ``list_samples`` drawn lists if ``action="list"``),
-    group-normalised terminal ranking reward, k3 KL to the reference."""
+    group-normalised terminal ranking reward with ``exclude`` (the histories, padding) not ranked, k3 KL to the
+    reference."""
     c = policy.config
-    exclude = _input_mask(inputs, c.n_items)
     # the items a list may draw: the target too, even if it was an input (as target_ranks ranks it)
     drawable = exclude.scatter(1, targets[:, None], False) if config.action == "list" else None
 
@@ -555,20 +562,26 @@ def rpt_batch_loss(policy: LARES, reference: LARES, inputs: torch.Tensor, target
 def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPTConfig()
               ) -> tuple[LARES, list[dict[str, float]]]:
     """GRPO post-training from ``spt_model`` (kept frozen as the reference); best validation model returned."""
+    if config.k >= spt_model.config.n_items:  # every rollout would earn the full reward: no signal
+        raise ValueError(f"RPTConfig.k = {config.k} is invalid; allowed: an int below the item count {spt_model.config.n_items}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     reference = copy.deepcopy(spt_model).eval().requires_grad_(False)
     policy = copy.deepcopy(spt_model)
-    if config.instances == "held-out":
-        inputs, targets = (t.numpy() for t in split.batch("train", split.users("train"), spt_model.config.max_len))
+    if config.instances == "held-out":  # each user's last training pair: the "train" stage's
+        users = split.users("train")
+        inputs, targets = (t.numpy() for t in split.batch("train", users, spt_model.config.max_len))
+        ends = np.array([len(split.train_sequence(u)) - 1 for u in users.tolist()], dtype=np.int64)
     else:
         inputs, targets = split.prefix_instances(spt_model.config.max_len)
+        users, ends = split.prefix_pairs()
     if config.max_instances is not None and len(targets) > config.max_instances:
         sub = np.sort(rng.choice(len(targets), config.max_instances, replace=False))
-        inputs, targets = inputs[sub], targets[sub]
-    kept = filter_instances(reference, inputs, targets, config.filter_top, config.filter_tries, config.seed)
-    inputs, targets = inputs[kept], targets[kept]
+        inputs, targets, users, ends = inputs[sub], targets[sub], users[sub], ends[sub]
+    kept = filter_instances(reference, inputs, targets, lambda i: split.prefix_history_mask(users[i], ends[i]),
+                            config.filter_top, config.filter_tries, config.seed)
+    inputs, targets, users, ends = inputs[kept], targets[kept], users[kept], ends[kept]
     reference.train(config.dropout == "shared")  # after filter_instances, which scores in eval mode
     lengths = (inputs > 0).sum(1)
     val_users = _eval_users(split, config.eval_users, rng)
@@ -598,7 +611,8 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0, "mixed": 0.0}, 0
         for b, idx in enumerate(bar):
             loss, parts = rpt_batch_loss(policy, reference, trim_padding(torch.from_numpy(inputs[idx])),
-                                         torch.from_numpy(targets[idx]), config, rng, gen)
+                                         torch.from_numpy(targets[idx]), split.prefix_history_mask(users[idx], ends[idx]),
+                                         config, rng, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -607,12 +621,12 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
             n += len(idx)
             bar.set_postfix(reward=f"{parts['reward']:.3f}", kl=f"{parts['kl']:.4f}",
                             mixed=f"{parts['mixed']:.2f}")
-            if config.time_budget_s and time.time() - start > config.time_budget_s:
+            if config.time_budget_s is not None and time.time() - start > config.time_budget_s:
                 break
             if config.eval_every and (b + 1) % config.eval_every == 0 and b + 1 < len(batches):
                 validate(epoch, b + 1, sums, n)
-        validate(epoch, len(batches), sums, n)
-        if config.time_budget_s and time.time() - start > config.time_budget_s:
+        validate(epoch, b + 1, sums, n)  # the batches run: fewer than len(batches) when the budget ended the epoch
+        if config.time_budget_s is not None and time.time() - start > config.time_budget_s:
             break
     policy.load_state_dict(best_state)
     return policy.eval(), history
@@ -693,6 +707,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --rpt-action list: the PL distribution's temperature (1 = the model's softmax)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.init is not None and args.phase != "rpt":
+        p.error(f"--init applies to --phase rpt only (got --phase {args.phase}); SPT starts from --resume (a LARES "
+                "checkpoint) or --init-from (a SASRec checkpoint)")
     split = _load_split(args)
     if args.phase in ("spt", "both"):
         spt_cfg = SPTConfig(epochs=args.epochs, time_budget_s=args.time_budget, eval_users=args.eval_users or None,

@@ -289,10 +289,31 @@ def test_init_from_sasrec_maps_embeddings_positions_and_layers():
 
 
 @pytest.mark.parametrize("make", [lambda: SPTConfig(windows="recent"), lambda: RPTConfig(eval_every=0),
-                                  lambda: SPTConfig(eval_users=0), lambda: RPTConfig(eval_users=-5)])
+                                  lambda: SPTConfig(eval_users=0), lambda: RPTConfig(eval_users=-5),
+                                  lambda: RPTConfig(max_instances=0), lambda: RPTConfig(max_instances=-5),
+                                  lambda: RPTConfig(time_budget_s=0), lambda: SPTConfig(time_budget_s=-5.0)])
 def test_training_configs_reject_bad_values(make):
-    with pytest.raises(ValueError, match="windows|eval_every|eval_users"):
+    with pytest.raises(ValueError, match="windows|eval_every|eval_users|max_instances|time_budget_s"):
         make()
+
+
+def test_rpt_rejects_a_cutoff_no_rollout_can_miss_and_logs_the_batches_it_ran(tiny_split):
+    from agents.lares_post_training import train_rpt
+
+    spt = LARES(LARESConfig(**TINY)).eval()
+    with pytest.raises(ValueError, match=f"RPTConfig.k = {TINY['n_items']} is invalid"):
+        train_rpt(spt, tiny_split, RPTConfig(k=TINY["n_items"], progress=False))
+    config = RPTConfig(epochs=2, batch_size=16, eval_users=None, filter_top=30, progress=False, time_budget_s=1e-9)
+    history = train_rpt(spt, tiny_split, config)[1]
+    assert [h["epoch"] for h in history] == [-1, 0] and history[-1]["batch"] == 1  # the budget ended it after one
+
+
+def test_cli_init_is_for_the_rpt_phase_only(tmp_path, capsys):
+    from agents.lares_post_training import main
+
+    with pytest.raises(SystemExit):
+        main(["--default-world", "--phase", "spt", "--init", str(tmp_path / "x.pt"), "--out", str(tmp_path / "m.pt")])
+    assert "--init applies to --phase rpt only (got --phase spt)" in capsys.readouterr().err
 
 
 def test_cli_passes_the_spt_loss_weights_and_dropout_to_the_model(tmp_path):
@@ -360,6 +381,11 @@ def test_rpt_dropout_option_sets_the_kl_before_the_weights_move(tiny_split):
         RPTConfig(advantage="signed")
 
 
+def _seen(inputs: torch.Tensor) -> torch.Tensor:
+    """The items of ``inputs`` and padding id 0 as an exclusion mask over TINY's items."""
+    return torch.zeros(len(inputs), TINY["n_items"] + 1, dtype=torch.bool).scatter(1, inputs, True)
+
+
 def test_rpt_advantage_mode_reaches_the_loss():
     """With beta 0 and the ratio at 1, the loss is minus the mean advantage over rollouts: 0 for GRPO's
     group-normalised one, below 0 for its positive part, exactly -1 for the uniform control; the rollouts
@@ -372,7 +398,7 @@ def test_rpt_advantage_mode_reaches_the_loss():
     parts = {}
     for mode in RPTConfig.ADVANTAGES:
         config = RPTConfig(beta=0.0, advantage=mode, group_size=8, reward="ndcg", k=30)
-        parts[mode] = rpt_batch_loss(model, model, inputs, targets, config, np.random.default_rng(0),
+        parts[mode] = rpt_batch_loss(model, model, inputs, targets, _seen(inputs), config, np.random.default_rng(0),
                                      torch.Generator().manual_seed(0))[1]
     assert parts["grpo"]["mixed"] > 0  # else every mode's advantage would be trivially equal
     assert parts["grpo"]["reward"] == parts["positive"]["reward"] == parts["uniform"]["reward"]
@@ -394,7 +420,7 @@ def test_rpt_list_action_normalises_the_advantage_over_every_drawn_list():
     for action, advantage in [("target", "grpo"), ("list", "grpo"), ("list", "uniform")]:
         config = RPTConfig(beta=0.0, advantage=advantage, group_size=4, reward="ndcg", k=5, action=action,
                            list_samples=3, list_temperature=0.5, dropout="shared")
-        loss, parts[action, advantage] = rpt_batch_loss(model, model, inputs, targets, config,
+        loss, parts[action, advantage] = rpt_batch_loss(model, model, inputs, targets, _seen(inputs), config,
                                                         np.random.default_rng(0), torch.Generator().manual_seed(0))
         assert loss.requires_grad and torch.isfinite(loss)
     listed = parts["list", "grpo"]

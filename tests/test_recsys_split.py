@@ -64,3 +64,20 @@ def test_dataset_validation() -> None:
         _dataset([[0, 1]])
     with pytest.raises(ValueError, match="item_titles"):
         InteractionDataset("t", 2, ["a"], ["<pad>", "1", "2"], [np.array([1])], [""], [(), (), ()])
+
+
+@pytest.mark.parametrize("hold_out_last", [False, True])
+def test_prefix_pairs_name_each_prefix_instance_and_mask_its_whole_history(hold_out_last: bool) -> None:
+    split = leave_one_out(_dataset([[1, 2, 3, 4, 5, 6, 7], [8, 9, 1, 2], [3, 4]]))
+    inputs, targets = split.prefix_instances(max_len=2, hold_out_last=hold_out_last)
+    users, ends = split.prefix_pairs(hold_out_last)
+    assert len(users) == len(ends) == len(targets)
+    assert targets.tolist() == [int(split.train_sequence(u)[e]) for u, e in zip(users, ends)]
+    mask = split.prefix_history_mask(users, ends)
+    for row, (u, e) in enumerate(zip(users, ends)):
+        seen = set(split.train_sequence(u)[:e].tolist()) | {0}
+        assert set(torch.nonzero(mask[row]).flatten().tolist()) == seen  # older items than the 2-item window too
+        assert set(inputs[row].tolist()) <= seen
+    # user 0 trains on 1..5: its pair (prefix 1 2 3, target 4) masks 1 although its window is 2 3
+    row = next(i for i, (u, e) in enumerate(zip(users, ends)) if u == 0 and e == 3)
+    assert inputs[row].tolist() == [2, 3] and mask[row, 1]

@@ -335,7 +335,9 @@ def mixed_share(rewards: torch.Tensor) -> float:
 
 
 def kl_k3(ref_logp: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(pi || ref) per sample: ``exp(ref - lp) - (ref - lp) - 1`` (>= 0)."""
+    """Schulman's k3 term per sample: ``exp(ref - lp) - (ref - lp) - 1`` (>= 0), an estimator of KL(pi || ref) when
+    the action is drawn from pi (the GRPO papers write it KL(ref || pi)); with the target as the action it is a
+    penalty on the log-ratio, not an estimate of either KL."""
     d = ref_logp - logp
     return torch.exp(d) - d - 1
 

@@ -115,6 +115,24 @@ class LeaveOneOutSplit:
             targets += list(seq[1:end])
         return _left_pad(rows, max_len).astype(np.int64), np.asarray(targets, dtype=np.int64)
 
+    def prefix_pairs(self, hold_out_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The (user, prefix length) of every :meth:`prefix_instances` pair, in the same order."""
+        users, ends = [], []
+        for u in range(self.n_users):
+            n = len(self.train_sequence(u)) - (1 if hold_out_last else 0)
+            users += [u] * max(0, n - 1)
+            ends += range(1, n)
+        return np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+
+    def prefix_history_mask(self, users: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+        """BoolTensor[B, n_items + 1]: True for each pair's whole prefix ``train_sequence(user)[:end]`` (not only
+        its last max_len items, as :meth:`history_mask` for the stages) and for padding id 0."""
+        mask = torch.zeros(len(users), self.n_items + 1, dtype=torch.bool)
+        for row, (u, end) in enumerate(zip(np.asarray(users).tolist(), np.asarray(ends).tolist())):
+            mask[row, torch.from_numpy(self.train_sequence(u)[:end])] = True
+        mask[:, 0] = True
+        return mask
+
     def prefix_windows(self, max_len: int, hold_out_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`prefix_instances` in the window format: inputs and targets ``[N, max_len]``, each row's
         target at its last position only (target 0 = no loss)."""
