@@ -425,11 +425,25 @@ class TRMRetrievalEnv(gym.Env):
         )
 
 
-def _user_option(options: dict | None) -> int | None:
-    user = check_options(options, {"user"}).get("user")
+def _user_option(options: dict | None, allowed: frozenset[str] = frozenset({"user"})) -> int | None:
+    user = check_options(options, set(allowed)).get("user")
     if user is not None and not isinstance(user, (int, np.integer)):
         raise ValueError(f"options['user'] must be an int user index, got {user!r}")
     return None if user is None else int(user)
+
+
+def _vector_user_options(options: dict | None, num_envs: int) -> list[int | None]:
+    """Per sub-env pinned users: ``{"users": [...]}`` one each (as LatentReasoning's vector env), ``{"user": u}``
+    the same for all, else none."""
+    user = _user_option(options, frozenset({"user", "users"}))
+    users = (options or {}).get("users")
+    if users is None:
+        return [user] * num_envs
+    if user is not None:
+        raise ValueError("options 'user' and 'users' exclude each other; give one")
+    if len(users) != num_envs or not all(isinstance(u, (int, np.integer)) for u in users):
+        raise ValueError(f"options['users'] must be {num_envs} int user indices (one per sub-env), got {users!r}")
+    return [int(u) for u in users]
 
 
 def _check_discrete(action, n: int) -> int:
@@ -444,7 +458,8 @@ def _check_discrete(action, n: int) -> int:
 class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
     """N DeepRec episodes with one batched TRM call per step; next-step autoreset.
 
-    Sub-env i seeded with ``seed + i`` reproduces the scalar env reset with that seed. ``infos`` hold the
+    Sub-env i seeded with ``seed + i`` reproduces the scalar env reset with that seed; ``options={"users": [...]}``
+    pins each sub-env's first episode to a user, ``{"user": u}`` all of them to one. ``infos`` hold the
     scalar env's ``n_calls``, ``pool_size`` and ``reward_stage`` as arrays over sub-envs, and at an
     episode's end its ``kpis`` and ``reward_terms`` (valid where ``infos["_kpis"]`` is True).
     """
@@ -492,9 +507,8 @@ class TRMRetrievalVectorEnv(gym.vector.VectorEnv):
         for i, s in enumerate(seeds):
             if s is not None or self._rngs[i] is None:
                 self._rngs[i] = seeding.np_random(s)[0]
-        user = _user_option(options)
         slots = list(range(self.num_envs))
-        self.episodes.start(slots, [self._rngs[i] for i in slots], [user] * self.num_envs)
+        self.episodes.start(slots, [self._rngs[i] for i in slots], _vector_user_options(options, self.num_envs))
         self._needs_reset[:] = False
         self._reset_called = True
         return self.episodes.obs.copy(), self._episode_infos({}, [self._schedules[i].current() for i in slots])

@@ -148,6 +148,14 @@ def test_user_partition_disjoint_and_pinned_user():
     assert env.episodes.user[0] == user
     with pytest.raises(ValueError, match="has no test target in user set"):
         env.reset(seed=0, options={"user": sorted(train)[0]})
+    venv = TRMRetrievalVectorEnv(num_envs=2, config={"users": "heldout"})
+    pinned = sorted(held)[:2]
+    venv.reset(seed=0, options={"users": pinned})  # one user per sub-env, as LatentReasoning's vector env
+    assert venv.episodes.user.tolist()[:2] == pinned
+    venv.reset(seed=0, options={"user": pinned[1]})
+    assert venv.episodes.user.tolist()[:2] == [pinned[1]] * 2
+    with pytest.raises(ValueError, match=r"options\['users'\] must be 2 int user indices"):
+        venv.reset(seed=0, options={"users": pinned[:1]})
 
 
 def test_baselines_play_valid_episodes():
