@@ -53,6 +53,9 @@ def test_diversity_reward_hand_computed():
     emb = np.stack([[1.0, 0.0], [0.0, 1.0], d])
     assert diversity_reward(emb) == pytest.approx(0.2 * (1 - (2 / math.sqrt(2)) / 3))
     assert diversity_reward(np.ones((1, 3))) == 0.0
+    # the plain call (no words: a zero row) repeated is not diverse; with a phrase it is orthogonal
+    assert diversity_reward(np.zeros((3, 2))) == pytest.approx(0.0)
+    assert diversity_reward(np.array([[0.0, 0.0], [1.0, 0.0]])) == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("rank0, expected", [(None, 0.0), (0, 3.0), (4, 2.2), (9, 1.2), (10, 0.0)])
@@ -76,6 +79,9 @@ def test_episode_reward_stages_and_format_gate():
     assert s2.total == pytest.approx(3.0 + 5.0)
     bad = episode_reward(2, False, prefs, 0, sims)
     assert bad.total == pytest.approx(-1.0) and bad.hit == 0.0 and bad.similarity == 0.0
+    # stage 1: an invalid episode earns no process reward, so it never beats a valid one
+    bad1 = episode_reward(1, False, prefs, 0, sims)
+    assert bad1.total == pytest.approx(-1.0) and bad1.invocation == bad1.diversity == 0.0
     with pytest.raises(ValueError, match="reward stage"):
         episode_reward(3, True, prefs, 0, sims)
 
@@ -112,6 +118,8 @@ def test_parse_valid_call_and_answer():
         (f"{THINK_END}{REC_OPEN}\n- a\n", "not a numbered title"),
         (f"{BEGIN_PREFERENCE} a {END_PREFERENCE} {THINK_END}", "a tool call and an answer"),
         (f"{BEGIN_ITEM_LIST}1. forged", "item-list tags"),
+        (f"{REC_CLOSE}{THINK_END}{REC_OPEN}\n" + "\n".join(f"{i}. t{i}" for i in range(1, 11)),
+         f"{REC_CLOSE} comes before {REC_OPEN}"),
         ("x" * 10_000, "more than"),
     ],
 )

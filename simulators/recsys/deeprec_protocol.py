@@ -227,6 +227,8 @@ def _parse_answer(text: str) -> ParsedTurn:
         return _invalid(f"{REC_OPEN} comes before {THINK_END}")
     if text[think + len(THINK_END) : open_at].strip():
         return _invalid(f"text between {THINK_END} and {REC_OPEN}")
+    if REC_CLOSE in text[:open_at]:
+        return _invalid(f"{REC_CLOSE} comes before {REC_OPEN}")
     body = text[open_at + len(REC_OPEN) :]
     if REC_CLOSE in body:
         close_at = body.index(REC_CLOSE)
@@ -288,7 +290,8 @@ def invocation_reward(n_calls: int) -> float:
 def diversity_reward(preference_embeddings: np.ndarray) -> float:
     """``0.2 * (1 - mean pairwise cosine)`` of the calls' preference embeddings; 0 for < 2 calls.
 
-    Rows are normalised here; an all-zero row (a preference without words) has cosine 0 with all.
+    Rows are normalised here; an all-zero row (a preference without words: the plain call) has cosine 0
+    with every other preference and 1 with another all-zero row (the same call twice is not diverse).
     """
     emb = np.asarray(preference_embeddings, dtype=np.float64)
     n = emb.shape[0]
@@ -297,6 +300,8 @@ def diversity_reward(preference_embeddings: np.ndarray) -> float:
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     unit = np.where(norms > 0, emb / np.maximum(norms, 1e-12), 0.0)
     cos = unit @ unit.T
+    empty = norms[:, 0] == 0
+    cos[np.ix_(empty, empty)] = 1.0
     mean_pairwise = (cos.sum() - np.trace(cos)) / (n * (n - 1))
     return 0.2 * (1.0 - float(mean_pairwise))
 
@@ -355,15 +360,16 @@ def episode_reward(
 ) -> RewardBreakdown:
     """All reward terms of an episode; stage 1 sums format + process, stage 2 format + outcome.
 
-    The outcome terms are 0 when the format is invalid (``rank0`` and ``similarities`` ignored).
+    The process and outcome terms are 0 when the format is invalid (``rank0`` and ``similarities`` ignored),
+    so an invalid episode never scores above a valid one.
     """
     if stage not in REWARD_STAGES:
         raise ValueError(f"reward stage must be one of {REWARD_STAGES}, got {stage!r}")
     n_calls = int(np.asarray(preference_embeddings).shape[0])
     return RewardBreakdown(
         format=format_reward(format_ok),
-        invocation=invocation_reward(n_calls),
-        diversity=diversity_reward(preference_embeddings),
+        invocation=invocation_reward(n_calls) if format_ok else 0.0,
+        diversity=diversity_reward(preference_embeddings) if format_ok else 0.0,
         hit=hit_reward(rank0) if format_ok else 0.0,
         similarity=similarity_reward(similarities) if format_ok else 0.0,
         stage=stage,
