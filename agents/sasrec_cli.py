@@ -40,6 +40,8 @@ def _load(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for best.pt, log.json and metrics.json")
     dataset = _load(args)
     config = SASRecConfig(n_items=dataset.n_items, hidden=args.hidden, n_layers=args.layers, n_heads=args.heads,
                           inner=args.inner, max_len=args.max_len, dropout=args.dropout, attn_dropout=args.attn_dropout)

@@ -114,3 +114,10 @@ def test_rllib_train_two_iterations_with_two_env_runners(tmp_path, small_config)
     assert meta["iterations"] == 2 and meta["num_env_runners"] == 2 and len(meta["history"]) == 2
     assert main(["evaluate", "--env", env_id, "--policy", str(tmp_path / "rl"), "--episodes", "2",
                  "--out", str(tmp_path / "eval")]) == 0
+
+
+def test_sasrec_train_names_an_out_path_that_is_a_file(tmp_path, capsys):
+    taken = tmp_path / "log.json"
+    taken.write_text("{}")
+    assert main(["sasrec", "train", "--data", "synthetic", "--epochs", "1", "--out", str(taken)]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err

@@ -77,6 +77,20 @@ def test_config_validation() -> None:
         SASRecConfig(n_items=5, dropout=1.0)
     with pytest.raises(ValueError, match="max_minutes"):
         TrainConfig(max_minutes=0)
+    with pytest.raises(ValueError, match="TrainConfig.lr = nan is invalid; allowed: a finite number"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ValueError, match="TrainConfig.epochs = 2.5 is invalid; allowed: an integer"):
+        TrainConfig(epochs=2.5)
+    with pytest.raises(ValueError, match="TrainConfig.seed = -1 is invalid"):
+        TrainConfig(seed=-1)
+    with pytest.raises(ValueError, match="SASRecConfig.hidden = 64.0 is invalid; allowed: an integer"):
+        SASRecConfig(n_items=5, hidden=64.0)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path: Path) -> None:
+    (tmp_path / "log.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="log.json is not a recrail SASRec checkpoint"):
+        load_checkpoint(tmp_path / "log.json")
 
 
 def test_learns_cyclic_pattern_and_checkpoint_round_trip(tmp_path: Path) -> None:

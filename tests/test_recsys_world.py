@@ -42,6 +42,25 @@ def test_synthetic_config_validation() -> None:
         SyntheticConfig(drift=2)
     with pytest.raises(ValueError, match="max_len"):
         SyntheticConfig(n_items=10, max_len=20, mean_len=10.0)
+    with pytest.raises(ValueError, match="SyntheticConfig.n_users = 10.5 is invalid; allowed: an integer"):
+        SyntheticConfig(n_users=10.5)
+    with pytest.raises(ValueError, match="SyntheticConfig.interest_sharpness = inf is invalid"):
+        SyntheticConfig(interest_sharpness=float("inf"))
+
+
+def test_synthetic_titles_stay_distinct_beyond_the_named_ones() -> None:
+    from simulators.recsys.synthetic import _titles
+
+    titles = _titles(8000, np.random.default_rng(0))  # 900 pairs x 8 numerals name 7,200
+    assert len(set(titles)) == 8000
+    assert titles[:7200] == _titles(7200, np.random.default_rng(0))  # smaller worlds keep their titles
+
+
+def test_the_synthetic_world_is_not_filtered_like_a_file() -> None:
+    from simulators.recsys.loaders import load_dataset
+
+    with pytest.raises(ValueError, match=r"options \['k_core', 'max_seq_len'\] apply to dataset files"):
+        load_dataset("synthetic", k_core=50, max_seq_len=5)
 
 
 def test_default_world_loads_and_scores(world: RecWorld) -> None:
@@ -99,3 +118,9 @@ def test_user_model_rejects_bad_slates(world: RecWorld) -> None:
         model.consume_probs(x, torch.tensor([[1, 2, 999], [3, 4, 5]]))
     with pytest.raises(ValueError, match="exposure_boost"):
         replace(UserModelConfig(), exposure_boost=0.5)
+    with pytest.raises(ValueError, match="UserModelConfig.temperature = nan is invalid"):
+        UserModelConfig(temperature=float("nan"))
+    with pytest.raises(ValueError, match="exclude_history = 'no' is invalid; allowed: True or False"):
+        UserModelConfig(exclude_history="no")
+    with pytest.raises(ValueError, match="of item ids, got dtype torch.float32"):  # 1.7 would become item 1
+        model.consume_probs(x, torch.tensor([[1.7, 2.2, 3.9], [3.0, 4.0, 5.0]]))

@@ -7,6 +7,7 @@ low-lr phase that restarts from that epoch (weights and Adam(W) moments) at ``an
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -15,7 +16,7 @@ def check_anneal_phase(owner: str, epochs: int, lr: float | None) -> None:
     """Validate a config's low-lr phase: ``anneal_epochs`` >= 0, ``anneal_lr`` > 0 exactly when it is > 0."""
     if epochs < 0:
         raise ValueError(f"{owner}.anneal_epochs = {epochs!r} is invalid; allowed: an int >= 0")
-    if (epochs > 0) != (lr is not None) or (lr is not None and lr <= 0):
+    if (epochs > 0) != (lr is not None) or (lr is not None and not (math.isfinite(lr) and lr > 0)):
         raise ValueError(f"{owner}.anneal_lr = {lr!r} with anneal_epochs = {epochs!r}; allowed: a float > 0 when "
                          "anneal_epochs > 0, None when it is 0")
 

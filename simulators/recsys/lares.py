@@ -44,6 +44,7 @@ from torch import nn
 
 from simulators.checks import check_field
 
+from .checkpoint import read_checkpoint
 from .dataset import InteractionDataset
 from .metrics import ndcg_at_k, recall_at_k, target_ranks
 from .split import LeaveOneOutSplit
@@ -400,13 +401,9 @@ def save_lares(model: LARES, path: str | Path, half: bool = False, meta: dict | 
 def load_lares_and_optimizer(path: str | Path) -> tuple[LARES, dict | None]:
     """A :func:`save_lares` file's model (weights as float32, eval mode) and the optimizer ``state_dict``
     it holds, or None (saved without one); the file is read once."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LARES checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, "LARES")
     known = {f.name for f in fields(LARESConfig)}
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "state_dict" not in ckpt \
-            or not set(ckpt["config"]) <= known:
+    if not isinstance(ckpt.get("config"), dict) or "state_dict" not in ckpt or not set(ckpt["config"]) <= known:
         raise ValueError(f"{path} is not a recrail LARES checkpoint (written by save_lares: a LARESConfig and weights)")
     model = LARES(LARESConfig(**ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})

@@ -17,7 +17,7 @@ Formats:
   user by timestamp (stable: ties keep file order); genres are the attributes.
 - ``synthetic``: :func:`simulators.recsys.synthetic.make_synthetic` (no file).
 
-Options (all formats): ``min_rating`` keeps interactions with rating >= it (implicit feedback;
+Options (all file formats; the synthetic world rejects them): ``min_rating`` keeps interactions with rating >= it (implicit feedback;
 formats without ratings reject it), ``k_core`` repeatedly drops users and items with fewer than k
 interactions until none remain, ``max_seq_len`` keeps each user's most recent items. Internal item
 ids follow numeric order of the original ids when all are integers, else first appearance. Repeated
@@ -411,6 +411,11 @@ def load_dataset(path: str | Path | None, format: str = "auto", **options) -> In
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if format == "synthetic" or (format == "auto" and path in (None, "synthetic")):
         from .synthetic import SyntheticConfig, make_synthetic
+
+        filters = sorted(k for k in ("k_core", "min_rating", "max_seq_len") if options.get(k) is not None)
+        if filters:  # the generated world has no ratings and is shaped by its SyntheticConfig, not filtered
+            raise ValueError(f"options {filters} apply to dataset files; the synthetic world takes config= (a "
+                             "SyntheticConfig: n_users, n_items, min_len, max_len, ...) and seed=")
 
         return make_synthetic(options.get("config", SyntheticConfig()), options.get("seed", 0))
     p = Path(path)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import read_checkpoint
 from .dataset import InteractionDataset
 from .deeprec_protocol import PhraseVocabulary, build_phrase_vocabulary, describing_phrases
 from .split import LeaveOneOutSplit, leave_one_out
@@ -364,11 +365,8 @@ def save_trm(model: PreferenceTRM, dataset: InteractionDataset, encoder: TextEnc
 
 def load_trm(path: str | Path, dataset: InteractionDataset) -> tuple[PreferenceTRM, TextEncoder]:
     """Load a checkpoint written by :func:`save_trm` for ``dataset``; returns (model, encoder)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"TRM checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or not {"fingerprint", "encoder", "config", "state_dict"} <= set(payload):
+    payload = read_checkpoint(path, "TRM")
+    if not {"fingerprint", "encoder", "config", "state_dict"} <= set(payload):
         raise ValueError(f"{path} is not a recrail TRM checkpoint (written by save_trm)")
     if payload["fingerprint"] != dataset_fingerprint(dataset):
         raise ValueError(

@@ -34,7 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from simulators.checks import check_field, check_finite, check_ints
+
 from .best_epoch import check_anneal_phase, restart_at_lr, snapshot
+from .checkpoint import read_checkpoint
 from .dataset import InteractionDataset
 from .metrics import evaluate_full_ranking
 from .split import LeaveOneOutSplit, leave_one_out
@@ -56,6 +59,8 @@ class SASRecConfig:
     attn_dropout: float = 0.5
 
     def __post_init__(self) -> None:
+        check_ints(self, "n_items", "hidden", "n_layers", "n_heads", "inner", "max_len")
+        check_finite(self, "dropout", "attn_dropout")
         for name in ("n_items", "hidden", "n_layers", "n_heads", "inner", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SASRecConfig.{name} = {getattr(self, name)!r}; allowed: an int >= 1")
@@ -87,6 +92,9 @@ class TrainConfig:
     anneal_lr: float | None = None
 
     def __post_init__(self) -> None:
+        check_ints(self, "epochs", "batch_size", "patience", "eval_every", "eval_batch_size", "anneal_epochs", "seed")
+        check_finite(self, "lr", "weight_decay", *(["max_minutes"] if self.max_minutes is not None else []))
+        check_field(self, "seed", self.seed >= 0, "an int >= 0")
         check_anneal_phase("TrainConfig", self.anneal_epochs, self.anneal_lr)
         if self.instances not in ("windows", "prefix"):
             raise ValueError(f"TrainConfig.instances = {self.instances!r}; allowed: 'windows' or 'prefix'")
@@ -221,11 +229,8 @@ def save_checkpoint(model: SASRec, path: str | Path, meta: dict | None = None, h
 
 def load_checkpoint(path: str | Path) -> SASRec:
     """Rebuild a :class:`SASRec` from :func:`save_checkpoint` output; ``model.meta`` holds its meta."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SASRec checkpoint {path} does not exist")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("version") != CHECKPOINT_VERSION:
+    blob = read_checkpoint(path, "SASRec")
+    if blob.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} is not a recrail SASRec checkpoint (version {CHECKPOINT_VERSION})")
     model = SASRec(SASRecConfig(**blob["config"]))
     model.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})

@@ -1,7 +1,9 @@
 """The embedded synthetic recommendation world (offline default; no files needed).
 
 Model (all draws from one seeded ``numpy.random.Generator``):
-- Items: each has a main genre and, with probability ``p_second_genre``, a second one, an era
+- Items: each has a main genre and, with probability ``p_second_genre``, a second draw from all genres
+  (the same as the main one 1 time in ``n_genres``: a distinct second genre with probability
+  ``p_second_genre * (1 - 1 / n_genres)``, 0.275 by default), an era
   attribute and a readable generated title ("The Silent Harbor", ...). Popularity weights follow a
   power law ``w_i = rank_i ** -popularity_exponent`` over a random item order.
 - Series: items of a genre are chained into short series (``series_len`` items); after consuming
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from simulators.checks import check_field
+from simulators.checks import check_field, check_finite, check_ints
 
 from .dataset import PAD_TOKEN, InteractionDataset
 
@@ -64,6 +66,9 @@ class SyntheticConfig:
     p_sequel: float = 0.5
 
     def __post_init__(self) -> None:
+        check_ints(self, "n_users", "n_items", "n_genres", "min_len", "max_len", "series_len")
+        check_finite(self, "mean_len", "popularity_exponent", "popularity_weight", "interest_concentration",
+                     "interest_sharpness", "drift", "p_second_genre", "p_sequel")
         check_field(self, "n_users", self.n_users >= 1, "an int >= 1")
         check_field(self, "n_items", self.n_items >= 2, "an int >= 2")
         check_field(self, "n_genres", 1 <= self.n_genres <= len(GENRES), f"an int in 1..{len(GENRES)}")
@@ -83,10 +88,12 @@ class SyntheticConfig:
 
 
 def _titles(n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` distinct readable titles: adjective + noun pairs, with sequel numerals beyond that."""
+    """``n`` distinct readable titles: adjective + noun pairs, with sequel numerals beyond that, then a number."""
     pairs = [f"The {a} {b}" for a in _ADJECTIVES for b in _NOUNS]
     order = rng.permutation(len(pairs))
-    return [pairs[order[i % len(pairs)]] + _ROMAN[(i // len(pairs)) % len(_ROMAN)] for i in range(n)]
+    named = len(pairs) * len(_ROMAN)  # beyond this the numerals repeat: a volume number keeps titles distinct
+    return [pairs[order[i % len(pairs)]] + _ROMAN[(i // len(pairs)) % len(_ROMAN)]
+            + (f" Vol. {i // named + 1}" if i >= named else "") for i in range(n)]
 
 
 def make_synthetic(config: SyntheticConfig = SyntheticConfig(), seed: int = 0) -> InteractionDataset:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from simulators.checks import check_field, check_finite
+
 from .world import RecWorld
 
 
@@ -35,6 +37,8 @@ class UserModelConfig:
     exclude_history: bool = True
 
     def __post_init__(self) -> None:
+        check_finite(self, "temperature", "exposure_boost", "position_decay")
+        check_field(self, "exclude_history", isinstance(self.exclude_history, bool), "True or False")
         if self.temperature <= 0:
             raise ValueError(f"UserModelConfig.temperature = {self.temperature}; allowed: a float > 0")
         if self.exposure_boost < 1:
@@ -82,6 +86,8 @@ class UserResponseModel:
     def _check(self, slates: torch.Tensor, batch: int) -> torch.Tensor:
         if slates.ndim != 2 or slates.shape[0] != batch:
             raise ValueError(f"slates must be LongTensor[{batch}, K], got shape {tuple(slates.shape)}")
+        if slates.is_floating_point() or slates.dtype == torch.bool:  # 1.7 would silently become item 1
+            raise ValueError(f"slates must be LongTensor[{batch}, K] of item ids, got dtype {slates.dtype}")
         slates = slates.long()
         n = self.world.n_items
         if slates.numel() and (int(slates.min()) < 0 or int(slates.max()) > n):
