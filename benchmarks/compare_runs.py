@@ -47,6 +47,12 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, policies: list[str] | None = None)
         if unknown:
             raise ValueError(f"policies {unknown} are not in both runs; the common ones: {common}")
         common = policies
+    for name, table in (("A", a), ("B", b)):
+        repeated = table[table.duplicated(["policy", "user"], keep=False)]
+        if not repeated.empty:  # a merge would pair every copy: one user would count several times
+            first = repeated.iloc[0]
+            raise ValueError(f"run {name} lists user {first['user']} of policy {first['policy']!r} more than once "
+                             f"({len(repeated)} repeated rows); each (policy, user) must appear once")
     out = []
     for policy in common:
         both = a[a["policy"] == policy].merge(b[b["policy"] == policy], on="user", suffixes=(" A", " B"))

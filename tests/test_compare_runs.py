@@ -30,6 +30,9 @@ def test_bad_requests_name_what_is_allowed(tmp_path):
         compare(a, a, ["q"])
     with pytest.raises(ValueError, match="share no"):
         compare(a, _table("p", [2], [0.5]))
+    twice = _table("p", [1, 2, 3, 3], [0.5, 0.2, 0.0, 0.9])  # a merge would pair user 3 twice
+    with pytest.raises(ValueError, match="run B lists user 3 of policy 'p' more than once"):
+        compare(_table("p", [1, 2, 3], [0.5, 0.2, 0.9]), twice)
     with pytest.raises(FileNotFoundError, match="ml-100k.*per_user.csv.gz does not exist"):
         load_per_user(tmp_path, "ml-100k")
     (tmp_path / "ml-100k").mkdir()

@@ -34,6 +34,9 @@ def test_table_counts_met_runs_and_lists_drops():
             {"policy": "PPO halting (SB3)", "NDCG@10": 0.09, "note": "frozen SPT, env"}]
     good = {"seed": 3, "rows": rows, "paired": [_pair("state-change halting", -0.001, -0.003, 0.001, 0.69),
                                                 _pair("PPO halting (SB3)", -0.004, -0.006, -0.001, 0.7004)]}
+    close = {"seed": 5, "rows": rows, "paired": [_pair("state-change halting", -0.0001, -0.001, 0.001, 0.70004),
+                                                 _pair("PPO halting (SB3)", -0.004, -0.006, -0.001, 0.7004)]}
+    assert "(0.700040)" in table({"c": close})  # 0.7000 would read as within the budget
     text = table({"a": good, "b": dict(good, seed=4, budget_select="steps")})
     # a record without budget_select selected on NDCG@10
     assert "| a | 3 | ndcg | **-0.0010 [-0.0030, +0.0010] (0.69)** | -0.0040 [-0.0060, -0.0010] (0.7004) |" in text

@@ -1,8 +1,8 @@
 """Baselines of ``recrail/LatentReasoning-v0`` (halt mode): fixed depths, random and state-change halting.
 
 ``fixed_depth_k`` stops as soon as k reasoning steps have been applied (LARES evaluates at k = 4);
-``random_halting`` stops after each step with probability ``p_stop`` (default 1/4: a mean depth of 4,
-the compute of fixed_depth_4 spent at random); ``state_change_halting`` stops once reasoning has
+``random_halting`` stops after each step with probability ``p_stop`` (default 1/4: a mean depth of
+3.87, sum of 0.75^k for k < 12, as max_depth 12 forces a stop; about the compute of fixed_depth_4 spent at random); ``state_change_halting`` stops once reasoning has
 settled: the last step moved the state by less than a threshold (``info["state_change"]``),
 calibrated on the validation users for a mean-step budget (by default 70% of fixed_depth_4's: the
 target the issue sets the learned halting agents). The same offline calibration
@@ -228,8 +228,8 @@ def calibrate_state_change(config: LatentReasoningConfig, max_mean_steps: float 
 
 def state_change_rule(traces: DepthTraces, max_mean_steps: float = 2.8) -> StateChangeRule:
     """The state-change rule with the best mean NDCG@10 on the traces' users whose mean steps' upper
-    confidence bound (:meth:`DepthTraces.score`) is within ``max_mean_steps``; every (threshold, min_depth)
-    pair is scored offline."""
+    confidence bound (:meth:`DepthTraces.score`) is within ``max_mean_steps``; per min_depth, 201 quantiles of
+    the state change (and no threshold) are scored offline."""
     return threshold_rule(traces, traces.state_change, max_mean_steps)
 
 
