@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
+from benchmarks.machine import machine_info
 from envs.latent_reasoning import CONTINUE, LatentReasoningVectorEnv
 from simulators.recsys.lares import LARES, LARESConfig, save_lares
 
@@ -86,10 +88,20 @@ def run(num_envs: int = 256, steps: int = 24, rounds: int = 9, threads: int = 2)
             env_t.append(time_env(env, steps))
             model_t.append(time_model(env, steps, 12))
     e, m = float(np.median(env_t)), float(np.median(model_t))
-    return {"num_envs": num_envs, "hidden": 64, "max_len": 20, "n_items": N_ITEMS, "torch_threads": threads,
+    low, high = overhead_interval(env_t, model_t)
+    return {"machine": machine_info(), "overhead_ci95": [low, high],
+            "overhead_rounds": [float(a / b - 1.0) for a, b in zip(env_t, model_t)], "num_envs": num_envs, "hidden": 64, "max_len": 20, "n_items": N_ITEMS, "torch_threads": threads,
             "steps_per_round": steps, "rounds": rounds, "env_user_steps_per_s": num_envs * steps / e,
             "model_user_steps_per_s": num_envs * steps / m, "env_s_per_step": e / steps,
             "model_s_per_step": m / steps, "overhead": e / m - 1.0, "env_rounds_s": env_t, "model_rounds_s": model_t}
+
+
+def overhead_interval(env_t: list[float], model_t: list[float]) -> tuple[float, float]:
+    """95% bootstrap CI (percentile, rounds resampled in pairs) of median(env) / median(model) - 1."""
+    ratio = lambda e, m, axis=-1: np.median(e, axis=axis) / np.median(m, axis=axis) - 1.0  # noqa: E731
+    ci = stats.bootstrap((np.asarray(env_t), np.asarray(model_t)), ratio, paired=True, vectorized=True,
+                         method="percentile", n_resamples=2000, rng=np.random.default_rng(0)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 def markdown(r: dict) -> str:
@@ -104,7 +116,12 @@ def markdown(r: dict) -> str:
         f"| vector env (halt, continue, autoreset every 12) | {r['env_user_steps_per_s']:,.0f} | {1000 * r['env_s_per_step']:.1f} |",
         f"| LARES forward only (pre-block/12 + core step + scoring) | {r['model_user_steps_per_s']:,.0f} | {1000 * r['model_s_per_step']:.1f} |",
         "",
-        f"Env overhead on top of the model: {100 * r['overhead']:.1f}% (target < 20%).",
+        f"Env overhead on top of the model: {100 * r['overhead']:.1f}% (ratio of medians; 95% CI over rounds "
+        f"[{100 * r['overhead_ci95'][0]:.1f}%, {100 * r['overhead_ci95'][1]:.1f}%], single rounds "
+        f"{100 * min(r['overhead_rounds']):.1f}% to {100 * max(r['overhead_rounds']):.1f}%; target < 20%).",
+        "",
+        f"Machine: Python {r['machine']['python']}, torch {r['machine']['torch']}, {r['machine']['cpus']} CPUs, "
+        f"1-min load average {r['machine']['load_average_1min_at_start']:.1f} at start, commit {r['machine']['commit']}.",
         "",
     ])
 
