@@ -38,7 +38,8 @@ class TwoStageRewardCallback(BaseCallback):
             print(f"DeepRec reward stage {stage} after {self.updates} updates")
 
     def _on_training_start(self) -> None:
-        self._set(1 if self.stage1_updates > 0 else 2)
+        # from the updates counted so far: a callback reused by a continued learn() stays in stage 2
+        self._set(1 if self.updates < self.stage1_updates else 2)
 
     def _on_rollout_end(self) -> None:
         # Called once per collected rollout, i.e. right before each policy update.
@@ -60,17 +61,29 @@ def two_stage_rllib_callback(stage1_iterations: int):
         env = getattr(env_runner, "env", None)
         if env is None:  # the local runner of a remote-runner setup has no env
             return
-        vec = env.unwrapped  # RLlib's SyncVectorEnv under its wrappers
-        for sub in getattr(vec, "envs", None) or [vec]:
-            sub.unwrapped.set_reward_stage(stage)
+        vec = env.unwrapped
+        if hasattr(vec, "set_reward_stage"):  # a native vector env (vector_entry_point)
+            vec.set_reward_stage(stage)
+        else:  # gymnasium's Sync/AsyncVectorEnv: every sub-env, also those in subprocesses
+            vec.call("set_reward_stage", stage)
+
+    def push(algorithm) -> None:
+        """The stage of the algorithm's iteration to every env runner (restored or recreated ones included)."""
+        stage = 1 if algorithm.iteration < stage1_iterations else 2
+        algorithm.env_runner_group.foreach_env_runner(lambda r: set_stage(r, stage), local_env_runner=True)
 
     class TwoStageRLlibCallback(RLlibCallback):
         def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
-            stage = 1 if stage1_iterations > 0 else 2
-            algorithm.env_runner_group.foreach_env_runner(lambda r: set_stage(r, stage), local_env_runner=True)
+            push(algorithm)
+
+        def on_checkpoint_loaded(self, *, algorithm, **kwargs) -> None:
+            push(algorithm)  # a restored algorithm past the switch stays in stage 2
+
+        def on_env_runners_recreated(self, *, algorithm, is_evaluation, **kwargs) -> None:
+            if not is_evaluation:
+                push(algorithm)  # a recreated runner starts in its config's stage
 
         def on_train_result(self, *, algorithm, result, **kwargs) -> None:
-            if algorithm.iteration == stage1_iterations:
-                algorithm.env_runner_group.foreach_env_runner(lambda r: set_stage(r, 2), local_env_runner=True)
+            push(algorithm)
 
     return TwoStageRLlibCallback

@@ -2,11 +2,13 @@
 
 :class:`HFCausalLMPolicy` is a :class:`agents.policy.Policy`: each turn it encodes the text
 observation (the prompt, through the tokenizer's chat template when it has one), keeps the last
-``max_prompt_tokens`` tokens, generates up to ``max_new_tokens`` tokens (greedy, or sampled with a
+``max_prompt_tokens`` tokens (a longer prompt loses its start, the protocol's instructions first: it warns and
+counts the turn in ``truncated_turns``), generates up to ``max_new_tokens`` tokens (greedy, or sampled with a
 per-episode seed) and cuts the output right after the first closing tag of the protocol
 (``<|end_of_preference|>`` or ``</recommendation_list>``), since the env treats text after a
-call or answer as a violation. Whatever the model writes goes to the env unchanged otherwise:
-malformed output is the env's format penalty, not an error here.
+call or answer as a violation. Whatever the model writes goes to the env unchanged otherwise (the
+tokenizer's own special tokens are dropped, the protocol's tags kept even if the tokenizer registers them
+as special): malformed output is the env's format penalty, not an error here.
 
 Needs the optional extra ``transformers`` (``pip install 'recrail[text]'``); nothing is downloaded:
 pass a model and tokenizer you have, e.g. ``from_pretrained(path, local_files_only=True)``.
@@ -16,12 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import gymnasium as gym
 import torch
 
-from simulators.recsys.deeprec_protocol import END_PREFERENCE, REC_CLOSE
+from simulators.recsys.deeprec_protocol import (
+    BEGIN_ITEM_LIST,
+    BEGIN_PREFERENCE,
+    END_ITEM_LIST,
+    END_PREFERENCE,
+    REC_CLOSE,
+    REC_OPEN,
+    THINK_END,
+)
 
 STOP_TAGS = (END_PREFERENCE, REC_CLOSE)
+PROTOCOL_TAGS = frozenset({BEGIN_PREFERENCE, END_PREFERENCE, BEGIN_ITEM_LIST, END_ITEM_LIST, THINK_END, REC_OPEN, REC_CLOSE})
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,10 @@ class HFCausalLMPolicy:
         self.name = name
         self._generator_seed: int | None = None
         self._turn = 0
+        self.truncated_turns = 0  # turns whose prompt was longer than max_prompt_tokens
+        # the tokenizer's special tokens (eos, pad, ...) are dropped from outputs; the protocol's tags never are
+        self._drop_ids = {i for i, t in zip(tokenizer.all_special_ids, tokenizer.all_special_tokens)
+                          if t not in PROTOCOL_TAGS}
 
     def reset(self, env: gym.Env, seed: int | None) -> None:
         self._generator_seed = seed
@@ -74,6 +91,11 @@ class HFCausalLMPolicy:
             ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
         else:
             ids = tok(prompt, return_tensors="pt")["input_ids"]
+        if ids.shape[1] > self.config.max_prompt_tokens:
+            self.truncated_turns += 1
+            warnings.warn(f"prompt of {ids.shape[1]} tokens cut to its last max_prompt_tokens = "
+                          f"{self.config.max_prompt_tokens}: its start (the protocol's instructions) is lost",
+                          RuntimeWarning, stacklevel=3)
         return ids[:, -self.config.max_prompt_tokens :]
 
     @torch.no_grad()
@@ -95,5 +117,6 @@ class HFCausalLMPolicy:
             top_p=cfg.top_p if cfg.do_sample else None,
             pad_token_id=pad,
         )
-        text = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        new = [i for i in out[0, ids.shape[1] :].tolist() if i not in self._drop_ids]
+        text = self.tokenizer.decode(new, skip_special_tokens=False)
         return cut_at_stop_tag(text)

@@ -51,3 +51,31 @@ def test_tiny_random_lm_plays_text_env_and_is_reproducible():
     assert episode["format_ok"] == 0.0 and episode["return"] == -1.0
     with pytest.raises(ValueError, match="temperature"):
         HFGenerationConfig(temperature=0.0)
+
+
+class _Says:
+    """A stand-in causal LM that generates the token ids of ``text`` (then eos) whatever the prompt."""
+
+    def __init__(self, tokenizer, text: str) -> None:
+        import torch
+
+        self.torch, self.out = torch, tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+
+    def eval(self):
+        return self
+
+    def generate(self, ids, **kwargs):
+        return self.torch.cat([ids, self.torch.tensor([self.out])], dim=1)
+
+
+def test_protocol_tags_survive_a_tokenizer_that_registers_them_and_long_prompts_warn():
+    _, tokenizer = tiny_lm()
+    tokenizer.add_special_tokens({"additional_special_tokens": [BEGIN_PREFERENCE, END_PREFERENCE]})
+    call = f"{BEGIN_PREFERENCE} era:recent {END_PREFERENCE}"
+    policy = HFCausalLMPolicy(_Says(tokenizer, call), tokenizer, HFGenerationConfig(max_prompt_tokens=64))
+    env = TRMRetrievalTextEnv()
+    obs, _ = env.reset(seed=3)
+    policy.reset(env, 3)
+    with pytest.warns(RuntimeWarning, match="cut to its last max_prompt_tokens = 64"):
+        action = policy.act(obs, env)
+    assert action == call and policy.truncated_turns == 1  # the tags kept, eos dropped
