@@ -608,8 +608,9 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
         policy.train(config.dropout != "off")
         batches = length_bucketed_batches(lengths, config.batch_size, rng)
         bar = tqdm(batches, desc=f"RPT epoch {epoch}", disable=not config.progress)
-        sums, n = {"loss": 0.0, "reward": 0.0, "kl": 0.0, "mixed": 0.0}, 0
+        sums, n, ran = {"loss": 0.0, "reward": 0.0, "kl": 0.0, "mixed": 0.0}, 0, 0
         for b, idx in enumerate(bar):
+            ran = b + 1
             loss, parts = rpt_batch_loss(policy, reference, trim_padding(torch.from_numpy(inputs[idx])),
                                          torch.from_numpy(targets[idx]), split.prefix_history_mask(users[idx], ends[idx]),
                                          config, rng, gen)
@@ -625,7 +626,7 @@ def train_rpt(spt_model: LARES, split: LeaveOneOutSplit, config: RPTConfig = RPT
                 break
             if config.eval_every and (b + 1) % config.eval_every == 0 and b + 1 < len(batches):
                 validate(epoch, b + 1, sums, n)
-        validate(epoch, b + 1, sums, n)  # the batches run: fewer than len(batches) when the budget ended the epoch
+        validate(epoch, ran, sums, n)  # the batches run: fewer than len(batches) when the budget ended the epoch
         if config.time_budget_s is not None and time.time() - start > config.time_budget_s:
             break
     policy.load_state_dict(best_state)

@@ -75,6 +75,7 @@ def time_model(env: LatentReasoningVectorEnv, steps: int, depth: int) -> float:
 
 
 def run(num_envs: int = 256, steps: int = 24, rounds: int = 9, threads: int = 2) -> dict:
+    machine = machine_info()  # before timing: its load average is the one at the start
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         data, ckpt = write_world(Path(tmp))
@@ -89,7 +90,7 @@ def run(num_envs: int = 256, steps: int = 24, rounds: int = 9, threads: int = 2)
             model_t.append(time_model(env, steps, 12))
     e, m = float(np.median(env_t)), float(np.median(model_t))
     low, high = overhead_interval(env_t, model_t)
-    return {"machine": machine_info(), "overhead_ci95": [low, high],
+    return {"machine": machine, "overhead_ci95": [low, high],
             "overhead_rounds": [float(a / b - 1.0) for a, b in zip(env_t, model_t)], "num_envs": num_envs, "hidden": 64, "max_len": 20, "n_items": N_ITEMS, "torch_threads": threads,
             "steps_per_round": steps, "rounds": rounds, "env_user_steps_per_s": num_envs * steps / e,
             "model_user_steps_per_s": num_envs * steps / m, "env_s_per_step": e / steps,

@@ -216,7 +216,7 @@ class ReasoningBatch:
         self.n, self.L, self.d, self.n_items = n, c.max_len, c.hidden, c.n_items
         self.max_entropy = float(np.log(self.n_items))  # nats, the uniform softmax's
         self.horizon = config.max_depth if config.action_mode == "halt" else config.residual_depth
-        check_field(config, "residual_dim", config.residual_dim <= c.hidden,
+        check_field(config, "residual_dim", config.action_mode != "residual" or config.residual_dim <= c.hidden,
                     f"an int in 1..the model's hidden size {c.hidden}")
         gauss = np.random.default_rng(config.projection_seed).standard_normal((c.hidden, config.residual_dim))
         q, _ = np.linalg.qr(gauss)

@@ -308,6 +308,15 @@ def test_rpt_rejects_a_cutoff_no_rollout_can_miss_and_logs_the_batches_it_ran(ti
     assert [h["epoch"] for h in history] == [-1, 0] and history[-1]["batch"] == 1  # the budget ended it after one
 
 
+def test_rpt_with_no_instance_left_keeps_the_spt_model(tiny_split, monkeypatch):
+    import agents.lares_post_training as lpt
+
+    monkeypatch.setattr(lpt, "filter_instances", lambda *args, **kwargs: np.array([], dtype=np.int64))
+    spt = LARES(LARESConfig(**TINY)).eval()
+    model, history = lpt.train_rpt(spt, tiny_split, RPTConfig(epochs=1, eval_users=None, progress=False))
+    assert history[-1]["batch"] == 0 and lpt.rpt_kept_spt(history)
+
+
 def test_cli_init_is_for_the_rpt_phase_only(tmp_path, capsys):
     from agents.lares_post_training import main
 
@@ -383,7 +392,9 @@ def test_rpt_dropout_option_sets_the_kl_before_the_weights_move(tiny_split):
 
 def _seen(inputs: torch.Tensor) -> torch.Tensor:
     """The items of ``inputs`` and padding id 0 as an exclusion mask over TINY's items."""
-    return torch.zeros(len(inputs), TINY["n_items"] + 1, dtype=torch.bool).scatter(1, inputs, True)
+    mask = torch.zeros(len(inputs), TINY["n_items"] + 1, dtype=torch.bool).scatter(1, inputs, True)
+    mask[:, 0] = True  # as LeaveOneOutSplit.prefix_history_mask: padding is never ranked
+    return mask
 
 
 def test_rpt_advantage_mode_reaches_the_loss():

@@ -160,6 +160,16 @@ def test_malformed_feeds_are_named(tmp_path, file, old, new, fragment):
         load_gtfs_scenario(folder, "Hub Station", "20240304")
 
 
+def test_a_bad_value_is_named_at_its_line_in_the_file(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    lines = (folder / "stop_times.txt").read_text().splitlines()
+    bad = next(i for i, line in enumerate(lines) if line.startswith("loc1,") and line.endswith(",3"))
+    lines[bad] = lines[bad][:-1] + "3.5"  # a later trip's row: the error must count lines of the file
+    (folder / "stop_times.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=f"stop_times.txt line {bad + 1}: stop_sequence '3.5'"):
+        load_gtfs_scenario(folder, "Hub Station", "20240304")
+
+
 def test_frequencies_need_a_positive_headway(tmp_path):
     folder = write_subway_feed(tmp_path / "metro")
     (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm0,06:00:00,09:00:00,0\n")

@@ -111,6 +111,8 @@ def test_sequence_text_malformed(tmp_path: Path) -> None:
     _write(path, "1 3 1\n1 2 2\n")
     with pytest.raises(DatasetFormatError, match=r"S\.txt:2: .*appears again"):
         load_sequence_text(path)
+    path.write_bytes(b"1 1 2 3\r2 2 3 4\r3 1 3\r")  # old Mac line ends: three users, not one
+    assert load_sequence_text(path).n_users == 3
     _write(path, "user_id item_ids\n1 1 2 3\n2 2 3 4\n")
     with pytest.raises(DatasetFormatError, match=r"S\.txt:1: expected a data line \(the sequence format has no header\)"):
         load_sequence_text(path)

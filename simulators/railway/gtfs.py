@@ -87,9 +87,9 @@ def _ints(table: pd.DataFrame, name: str, column: str) -> pd.Series:
     """Column ``column`` of ``name``.txt as ints; a value that is not an integer raises naming its row."""
     values = pd.to_numeric(table[column].str.strip(), errors="coerce")
     bad = (values.isna() | (values != values.round())).to_numpy()
-    if bad.any():
+    if bad.any():  # the line from the row's label: the table may be a filtered view of the file
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}.txt line {row + 2}: {column} {table[column].iloc[row]!r} is not an integer")
+        raise ValueError(f"{name}.txt line {table.index[row] + 2}: {column} {table[column].iloc[row]!r} is not an integer")
     return values.astype(int)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,15 +63,18 @@ class DatasetFormatError(ValueError):
 Row = tuple[str, str, float | None, float | None, int]
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes the encoding cannot decode
+
+
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without newline) for non-empty lines; bytes are decoded line by line so
-    that a decoding error names its line."""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode(encoding).rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise DatasetFormatError(path, number, f"{encoding}-encoded text", raw.decode(encoding, "replace")) from None
+    """(1-based line number, line without newline) for non-empty lines (\\n, \\r\\n and \\r all end a line);
+    a byte the encoding cannot decode names its line."""
+    with path.open(encoding=encoding, errors="surrogateescape", newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if _UNDECODED.search(line):
+                shown = line.encode(encoding, "surrogateescape").decode(encoding, "replace")
+                raise DatasetFormatError(path, number, f"{encoding}-encoded text", shown)
             if line.strip():
                 yield number, line
 
