@@ -99,7 +99,9 @@ def run(num_envs: int = 256, steps: int = 24, rounds: int = 9, threads: int = 2)
 
 def overhead_interval(env_t: list[float], model_t: list[float]) -> tuple[float, float]:
     """95% bootstrap CI (percentile, rounds resampled in pairs) of median(env) / median(model) - 1."""
-    ratio = lambda e, m, axis=-1: np.median(e, axis=axis) / np.median(m, axis=axis) - 1.0  # noqa: E731
+    def ratio(e: np.ndarray, m: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(e, axis=axis) / np.median(m, axis=axis) - 1.0
+
     ci = stats.bootstrap((np.asarray(env_t), np.asarray(model_t)), ratio, paired=True, vectorized=True,
                          method="percentile", n_resamples=2000, rng=np.random.default_rng(0)).confidence_interval
     return float(ci.low), float(ci.high)

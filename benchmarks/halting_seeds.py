@@ -60,11 +60,10 @@ def table(records: dict[str, dict]) -> str:
                 cells.append("")
                 continue
             p = pairs[name]
-            ratio = f"{p['steps_ratio']:.2f}"
-            if float(ratio) == MAX_STEPS_RATIO:  # 0.7006 would print as the limit: show what decides
-                ratio = f"{p['steps_ratio']:.4f}"
-                if float(ratio) == MAX_STEPS_RATIO and p["steps_ratio"] != MAX_STEPS_RATIO:  # 0.70004: more digits
-                    ratio = f"{p['steps_ratio']:.6f}"
+            for digits in (2, 4, 6):  # 0.7006 or 0.70004 would print as the limit: show the digits that decide
+                ratio = f"{p['steps_ratio']:.{digits}f}"
+                if float(ratio) != MAX_STEPS_RATIO or p["steps_ratio"] == MAX_STEPS_RATIO:
+                    break
             text = f"{p['NDCG@10_diff']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}] ({ratio})"
             cells.append(f"**{text}**" if met(p) else text)
             counts[name] += met(p)

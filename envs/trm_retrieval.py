@@ -425,25 +425,29 @@ class TRMRetrievalEnv(gym.Env):
         )
 
 
-def _user_option(options: dict | None, allowed: frozenset[str] = frozenset({"user"})) -> int | None:
-    user = check_options(options, set(allowed)).get("user")
-    if user is not None and not isinstance(user, (int, np.integer)):
-        raise ValueError(f"options['user'] must be an int user index, got {user!r}")
-    return None if user is None else int(user)
+def _user_index(value, where: str) -> int:
+    if not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{where} must be an int user index, got {value!r}")
+    return int(value)
+
+
+def _user_option(options: dict | None) -> int | None:
+    user = check_options(options, {"user"}).get("user")
+    return None if user is None else _user_index(user, "options['user']")
 
 
 def _vector_user_options(options: dict | None, num_envs: int) -> list[int | None]:
     """Per sub-env pinned users: ``{"users": [...]}`` one each (as LatentReasoning's vector env), ``{"user": u}``
     the same for all, else none."""
-    user = _user_option(options, frozenset({"user", "users"}))
-    users = (options or {}).get("users")
-    if users is None:
-        return [user] * num_envs
-    if user is not None:
+    options = check_options(options, {"user", "users"})
+    if "users" not in options:
+        return [_user_option(options)] * num_envs
+    if "user" in options:
         raise ValueError("options 'user' and 'users' exclude each other; give one")
-    if len(users) != num_envs or not all(isinstance(u, (int, np.integer)) for u in users):
+    users = options["users"]
+    if len(users) != num_envs:
         raise ValueError(f"options['users'] must be {num_envs} int user indices (one per sub-env), got {users!r}")
-    return [int(u) for u in users]
+    return [_user_index(u, "options['users'] entries") for u in users]
 
 
 def _check_discrete(action, n: int) -> int:

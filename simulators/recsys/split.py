@@ -107,12 +107,10 @@ class LeaveOneOutSplit:
         """Every (prefix, next item) pair of the training sequences: inputs ``[N, max_len]`` (the prefix's
         last ``max_len`` items, left-padded) and targets ``[N]``, users in order, shortest prefix first.
         ``hold_out_last`` leaves out each user's last pair, which is the "train" stage's (:meth:`batch`)."""
-        rows, targets = [], []
-        for u in range(self.n_users):
-            seq = self.train_sequence(u)
-            end = len(seq) - 1 if hold_out_last else len(seq)
-            rows += [seq[max(0, t - max_len):t] for t in range(1, end)]
-            targets += list(seq[1:end])
+        users, ends = self.prefix_pairs(hold_out_last)
+        seqs = [self.train_sequence(u) for u in users.tolist()]
+        rows = [seq[max(0, t - max_len):t] for seq, t in zip(seqs, ends.tolist())]
+        targets = [seq[t] for seq, t in zip(seqs, ends.tolist())]
         return _left_pad(rows, max_len).astype(np.int64), np.asarray(targets, dtype=np.int64)
 
     def prefix_pairs(self, hold_out_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
