@@ -74,7 +74,7 @@ def time_model(env: LatentReasoningVectorEnv, steps: int, depth: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(num_envs: int = 256, steps: int = 24, rounds: int = 9, threads: int = 2) -> dict:
+def run(num_envs: int = 256, steps: int = 24, rounds: int = 15, threads: int = 2) -> dict:
     machine = machine_info()  # before timing: its load average is the one at the start
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,8 @@ Observation: ``Box(0, high, (8 * R + 8,), float32)`` with finite bounds derived 
     0 MD-estimated waiting passengers / unit capacity
     1 MD arrival rate x over the last 15 minutes (persons/min), squashed: x / (x + 10)
     2 minutes since the route's last departure / 60 (episode start counts as 60 minutes ago)
-    3 minutes to the next departure of the original timetable / 60
+    3 minutes to the next departure of the original timetable / 60 (horizon / 60 when none is left
+      before the horizon)
     4 1 if the route's path is blocked now
     5 1 if a short-turn or detour pattern exists now
     6 units in service on the route / fleet size
@@ -66,7 +67,7 @@ from gymnasium import spaces
 
 from envs.config import check_options, make_config
 from simulators.railway.model import EpochResult, RailwayModel
-from simulators.checks import check_finite, check_ints
+from simulators.checks import check_field, check_finite, check_ints
 from simulators.railway.network import DETOUR, HOLD, N_MODES, SHORT_TURN
 from simulators.railway.rules import quota_dispatch
 from simulators.railway.scenario import FAMILIES, Scenario, default_scenario
@@ -101,6 +102,7 @@ class RailDisruptionConfig:
             raise ValueError(f"scenario must be a simulators.railway.Scenario or None, got {type(self.scenario).__name__}")
         if self.family not in ("default", *FAMILIES):
             raise ValueError(f"family must be one of {['default', *FAMILIES]}, got {self.family!r}")
+        check_field(self, "hierarchical", isinstance(self.hierarchical, (bool, np.bool_)), "True or False")
         check_ints(self, "epoch_min", "high_level_every", "quota_levels")
         check_finite(self, "low_level_min_load", "low_level_max_gap_min",
                      *(f.name for f in fields(self) if f.name.startswith("w_")))

@@ -33,7 +33,8 @@ def hold_all(env: RailDisruptionEnv) -> np.ndarray:
      ({"bogus": 1}, "unknown RailDisruptionConfig keys"), ({"scenario": "default"}, "scenario"),
      ({"quota_levels": 0}, "quota_levels"), ({"w_lost": float("nan")}, "RailDisruptionConfig.w_lost = nan is invalid; allowed: a finite number"),
      ({"backlog_clear_ratio": float("inf")}, "backlog_clear_ratio = inf is invalid"),
-     ({"epoch_min": True}, "epoch_min = True is invalid; allowed: an integer")],
+     ({"epoch_min": True}, "epoch_min = True is invalid; allowed: an integer"),
+     ({"hierarchical": "false"}, "hierarchical = 'false' is invalid; allowed: True or False")],
 )
 def test_bad_config_raises_naming_the_field(config, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -67,6 +68,20 @@ def test_stepping_a_finished_episode_raises():
         env.step(hold_all(env))
     env.reset(seed=0)
     env.step(hold_all(env))
+
+
+def test_numpy_epoch_and_sparse_service_beyond_the_horizon_stay_in_the_space():
+    base = default_scenario()
+    west = replace(base.network.routes[3], departures=(0.0, 240.0, 480.0))  # every 4 h, past a 2-h horizon
+    scenario = replace(base, network=replace(base.network, routes=(*base.network.routes[:3], west)), horizon_min=120)
+    env = RailDisruptionEnv({"scenario": scenario, "epoch_min": np.int64(10)})
+    obs, _ = env.reset(seed=0)
+    while True:
+        assert env.observation_space.contains(obs)
+        obs, _, _, truncated, _ = env.step(hold_all(env))
+        if truncated:
+            break
+    assert obs[3 * 8 + 3] == 120 / 60  # no West departure left before the horizon: the horizon
 
 
 def test_actions_outside_the_space_raise():

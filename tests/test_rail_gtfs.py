@@ -170,6 +170,54 @@ def test_a_bad_value_is_named_at_its_line_in_the_file(tmp_path):
         load_gtfs_scenario(folder, "Hub Station", "20240304")
 
 
+def test_blank_lines_do_not_shift_the_line_an_error_names(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    lines = (folder / "stop_times.txt").read_text().splitlines()
+    lines.insert(3, "")  # pandas skips blank lines: counting rows would name the line before
+    bad = next(i for i, line in enumerate(lines) if line.startswith("loc1,") and line.endswith(",3"))
+    lines[bad] = lines[bad][:-1] + "3.5"
+    (folder / "stop_times.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=f"stop_times.txt line {bad + 1}: stop_sequence '3.5'"):
+        load_gtfs_scenario(folder, "Hub Station", "20240304")
+
+
+def test_a_feed_without_direction_id_keeps_the_two_directions_apart(tmp_path):
+    folder = write_rail_feed(tmp_path / "rail")
+    with_id = load_gtfs_scenario(folder, "Hub Station", "20240304", horizon_min=240).network.routes
+    trips = folder / "trips.txt"
+    trips.write_text("".join(",".join(line.split(",")[:3]) + "\n" for line in trips.read_text().splitlines()))
+    without = load_gtfs_scenario(folder, "Hub Station", "20240304", horizon_min=240).network.routes
+    assert [r.name for r in with_id] == ["L1 > D Station", "L1 > A Station"]
+    assert [(r.name, r.stops, r.departures) for r in without] == [(r.name, r.stops, r.departures) for r in with_id]
+
+
+def test_a_window_without_trains_is_an_error_naming_the_service_span(tmp_path):
+    with pytest.raises(ValueError, match="no train leaves hub 'Hub Station' between 12:00 .* run from 06:05 to 09:57"):
+        load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), "Hub Station", "20240304", start_time="12:00",
+                           horizon_min=240)
+
+
+def test_trips_past_midnight_of_the_previous_service_day_run_in_an_early_window(tmp_path):
+    folder = tmp_path / "night"
+    folder.mkdir()
+    (folder / "stops.txt").write_text("stop_id,stop_name\nS0,Central\nS1,Market\nS2,Park\n")
+    (folder / "calendar.txt").write_text(CALENDAR)  # weekdays: Friday's night trips run early on Saturday
+    (folder / "routes.txt").write_text("route_id,route_short_name,route_type\nM,M,1\n")
+    trips, stop_times = ["route_id,service_id,trip_id"], ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for k, start in enumerate([23 * 60 + 10, 24 * 60 + 30, 25 * 60 + 15]):
+        trips.append(f"M,WK,t{k}")
+        for seq, (stop, clock) in enumerate(_times(start, ["S0", "S1", "S2"], [3, 3]), start=1):
+            stop_times.append(f"t{k},{clock},{clock},{stop},{seq}")
+    (folder / "trips.txt").write_text("\n".join(trips) + "\n")
+    (folder / "stop_times.txt").write_text("\n".join(stop_times) + "\n")
+    tuesday = load_gtfs_scenario(folder, "Central", "20240305", start_time="00:00", horizon_min=120)
+    assert tuesday.network.routes[0].departures == (30.0, 75.0)  # Monday's 24:30 and 25:15
+    saturday = load_gtfs_scenario(folder, "Central", "20240309", start_time="00:00", horizon_min=120)
+    assert saturday.network.routes[0].departures == (30.0, 75.0)  # Friday's, though WK has no Saturday service
+    monday = load_gtfs_scenario(folder, "Central", "20240304", start_time="23:00", horizon_min=180)
+    assert monday.network.routes[0].departures == (10.0, 90.0, 135.0)  # the day's own trips past 24:00
+
+
 def test_frequencies_need_a_positive_headway(tmp_path):
     folder = write_subway_feed(tmp_path / "metro")
     (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm0,06:00:00,09:00:00,0\n")

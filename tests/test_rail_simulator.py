@@ -249,6 +249,22 @@ def test_run_scenario_returns_an_event_log_and_every_kpi():
     assert again[1] == kpis  # deterministic under a seed
 
 
+@pytest.mark.parametrize("mode, consist", [(1, 3), (1, 0), (1, -1), (-1, 1), (5, 1), (1, 1.5), (0.5, 1)])
+def test_the_simulator_rejects_modes_and_consists_outside_their_ranges(mode, consist):
+    def policy(model):
+        modes = [0] * model.n_routes
+        modes[3] = mode
+        return modes, [1] * 3 + [consist]
+
+    with pytest.raises(ValueError, match="allowed: 4 integer modes in 0..4 .* consists in \\(1, 2\\)"):
+        run_scenario(SCENARIO, policy)
+
+
+def test_closed_sections_must_be_a_tuple_of_station_pairs():
+    with pytest.raises(ValueError, match=r"closed_sections = \[\('N2', 'N3'\)\] is invalid"):
+        replace(SCENARIO.disruption, closed_sections=[("N2", "N3")])
+
+
 def test_holding_everything_serves_nobody_and_loses_passengers():
     _, kpis = run_scenario(SCENARIO, lambda m: (np.zeros(m.n_routes, int), np.ones(m.n_routes, int)), seed=0)
     assert kpis["passengers_boarded"] == 0 and kpis["passengers_lost"] > 0 and kpis["fleet_share_used"] == 0

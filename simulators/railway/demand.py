@@ -35,12 +35,19 @@ def parse_clock(value: str) -> float:
     return h * 60 + m + s / 60.0
 
 
+def read_string_table(source, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV (path or file object) with every value a string, blank rows dropped; a row's index label + 2 is
+    its line in the file (line 1 is the header), so errors can name the line even after blank lines."""
+    table = pd.read_csv(source, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding=encoding)
+    return table[(table != "").any(axis=1)]
+
+
 def read_demand_csv(path: Path | str, network: Network, start_of_day_min: int, horizon_min: int) -> np.ndarray:
     """Rates of shape ``(routes, max destinations, horizon_min + 1)`` from the CSV at ``path``."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"demand CSV {path} does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_string_table(path)
     columns = set(table.columns)
     if not {"time", "count"} <= columns or not columns & {"route", "destination"}:
         raise ValueError(f"demand CSV {path} needs columns time, count and route and/or destination; got {sorted(columns)}")
@@ -50,10 +57,13 @@ def read_demand_csv(path: Path | str, network: Network, start_of_day_min: int, h
         for d, stop in enumerate(route.stops[1:]):
             serving.setdefault(stop, []).append((i, d))
     rates = np.zeros((len(network.routes), network.max_dests, horizon_min + 1))
-    for row_no, row in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-        where = f"{path}:{row_no}"
+    for label, row in zip(table.index, table.to_dict("records")):
+        where = f"{path}:{label + 2}"
         raw_time = row["time"].strip()
-        start = float(raw_time) if raw_time.lstrip("-").isdigit() else parse_clock(raw_time) - start_of_day_min
+        try:
+            start = float(raw_time) if raw_time.lstrip("-").isdigit() else parse_clock(raw_time) - start_of_day_min
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
         raw_duration = (row.get("duration_min") or "1").strip()
         if not raw_duration.isdigit():
             raise ValueError(f"{where}: duration_min {raw_duration!r} is not a whole number of minutes")

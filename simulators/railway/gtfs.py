@@ -2,8 +2,11 @@
 
 Given the hub's stop name and a service date, the importer keeps the rail-like routes (GTFS
 ``route_type`` tram 0, subway 1, rail 2, monorail 12 and the extended 100-199, 400-499, 900-999
-types, or the types you pass) whose trips on that date call at the hub and continue beyond it.
-Trips are grouped into routes by ``(route_id, direction_id)``; a route's stops are the downstream
+types, or the types you pass) whose trips on that date call at the hub and continue beyond it (with the
+previous service day's trips that leave the hub past 24:00, i.e. after midnight of that date).
+Trips are grouped into routes by ``(route_id, direction_id)``, then by the way they run (trips that share a
+station beyond the hub), so a feed without ``direction_id`` still gives each direction its route; a
+branch of the same direction is folded into its longest pattern. A route's stops are the downstream
 part of its longest stopping pattern, its express stops those of its shortest pattern (when that
 is a sub-pattern), its timetable the hub departures inside the episode window (``frequencies.txt``
 trips are expanded), and section running times the median over trips. Stations are stop names
@@ -11,8 +14,8 @@ trips are expanded), and section running times the median over trips. Stations a
 from a demand CSV (see :mod:`simulators.railway.demand`).
 
 Errors name what is wrong: a missing file or column, a hub stop that is not in the feed (with close
-matches), a date without service (with the calendar's range), no trips through the hub, a value that
-is not an integer (with its line), a stop or route a trip names that the feed does not define, a
+matches), a date without service (with the calendar's range), no trips through the hub, a window
+without departures (with the day's span), a value that is not an integer (with its file line), a stop or route a trip names that the feed does not define, a
 headway that is not positive.
 """
 
@@ -24,19 +27,20 @@ import zipfile
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from simulators.railway.demand import parse_clock, read_demand_csv
+from simulators.railway.demand import parse_clock, read_demand_csv, read_string_table
 from simulators.railway.network import ALL_STOPS, Network, Route, Section, Station, compile_network
 from simulators.railway.scenario import Demand, Disruption, Fleet, Scenario
 
 RAIL_ROUTE_TYPES = frozenset({0, 1, 2, 12, *range(100, 200), *range(400, 500), *range(900, 1000)})
 REQUIRED = ("stops", "routes", "trips", "stop_times")
 OPTIONAL = ("calendar", "calendar_dates", "frequencies")
+DAY_MIN = 1440.0  # minutes in a service day
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 COLUMNS = {  # the columns the importer reads, per file
     "stops": ("stop_id", "stop_name"),
@@ -75,7 +79,7 @@ def read_feed(feed: Path | str) -> dict[str, pd.DataFrame]:
     tables = {}
     for name, source in raw.items():
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
-        table = pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        table = read_string_table(handle, encoding="utf-8-sig")
         tables[name] = table.rename(columns=lambda c: c.strip())
         missing = [c for c in COLUMNS[name] if c not in tables[name].columns]
         if missing:
@@ -105,25 +109,26 @@ def _parse_date(value: date | str) -> date:
 
 
 def active_services(tables: dict[str, pd.DataFrame], day: date) -> set[str]:
-    """Service ids running on ``day`` (calendar.txt plus calendar_dates.txt exceptions)."""
+    """Service ids running on ``day`` (calendar.txt plus calendar_dates.txt exceptions); may be empty."""
     stamp = day.strftime("%Y%m%d")
     services: set[str] = set()
-    covered: list[str] = []
     cal = tables.get("calendar")
     if cal is not None and len(cal):
-        covered += [cal["start_date"].min(), cal["end_date"].max()]
         runs = (cal["start_date"] <= stamp) & (cal["end_date"] >= stamp) & (cal[WEEKDAYS[day.weekday()]] == "1")
         services |= set(cal.loc[runs, "service_id"])
     dates = tables.get("calendar_dates")
     if dates is not None and len(dates):
-        covered += [dates["date"].min(), dates["date"].max()]
         today = dates[dates["date"] == stamp]
         services |= set(today.loc[today["exception_type"] == "1", "service_id"])
         services -= set(today.loc[today["exception_type"] == "2", "service_id"])
-    if not services:
-        span = f"{min(covered)} to {max(covered)}" if covered else "no dates at all"
-        raise ValueError(f"no service runs on {stamp} in this feed; its calendar covers {span}")
     return services
+
+
+def _calendar_span(tables: dict[str, pd.DataFrame]) -> str:
+    """The dates calendar.txt and calendar_dates.txt cover, for errors."""
+    dates = [d for name, columns in (("calendar", ("start_date", "end_date")), ("calendar_dates", ("date",)))
+             if tables.get(name) is not None and len(tables[name]) for c in columns for d in tables[name][c]]
+    return f"{min(dates)} to {max(dates)}" if dates else "no dates at all"
 
 
 def _station_names(stops: pd.DataFrame) -> dict[str, str]:
@@ -167,6 +172,19 @@ def _expand_frequencies(trip_first: dict[str, float], tables: dict[str, pd.DataF
     return runs
 
 
+def _directions(runs: list) -> list[list]:
+    """One (route, direction)'s runs (stations from the hub on first) split by the way they run: runs that share a
+    station beyond the hub run the same way, so a feed without ``direction_id`` (both directions under one key)
+    gives two routes; with it, this returns ``[runs]`` as a route never shares a station with its other direction."""
+    groups: list[tuple[set[str], list]] = []
+    for run in runs:
+        beyond = set(run[0][1:])
+        touching = [g for g in groups if g[0] & beyond]
+        merged = (beyond.union(*(g[0] for g in touching)), [m for g in touching for m in g[1]] + [run])
+        groups = [g for g in groups if not g[0] & beyond] + [merged]
+    return [members for _, members in groups]
+
+
 def load_gtfs_scenario(
     feed: Path | str,
     hub_stop_name: str,
@@ -194,6 +212,7 @@ def load_gtfs_scenario(
     tables = read_feed(feed)
     day = _parse_date(service_date)
     services = active_services(tables, day)
+    earlier = active_services(tables, day - timedelta(days=1))  # its trips past 24:00 run after midnight
     stops = tables["stops"]
     hub = _hub_name(stops, hub_stop_name)
     station_of = _station_names(stops)
@@ -204,7 +223,8 @@ def load_gtfs_scenario(
     if unknown_routes:
         raise ValueError(f"trips.txt names route_id {unknown_routes[:5]} that routes.txt does not define")
     routes = routes[_ints(routes, "routes", "route_type").isin(types)]
-    trips = trips[trips["service_id"].isin(services) & trips["route_id"].isin(routes["route_id"])]
+    trips = trips[trips["service_id"].isin(services | earlier) & trips["route_id"].isin(routes["route_id"])]
+    service_of = dict(zip(trips["trip_id"], trips["service_id"]))
     if "direction_id" not in trips.columns:
         trips = trips.assign(direction_id="0")
     start_of_day = int(parse_clock(start_time))
@@ -232,29 +252,36 @@ def load_gtfs_scenario(
         down = tuple(stations[i:])
         if len(set(down)) != len(down) or np.isnan(group["dep"].iloc[i]):
             continue
+        if service_of[trip] not in services and group["dep"].iloc[i] < DAY_MIN:
+            continue  # a previous-day trip that left the hub before midnight
         trip_first[trip] = group["dep"].iloc[0]
         patterns.setdefault(route_key[trip], []).append(
             (down, group["arr"].tolist()[i:], group["dep"].tolist()[i:], trip)
         )
+    if not patterns and not services:
+        raise ValueError(f"no service runs on {day:%Y%m%d} in this feed; its calendar covers {_calendar_span(tables)}")
     if not patterns:
         raise ValueError(
             f"no trips of route types {sorted(types)[:6]}... call at hub {hub!r} and continue beyond it on {day:%Y%m%d}"
         )
 
     offsets = _expand_frequencies(trip_first, tables)
+    # a trip of both days runs twice: today, and yesterday's run shifted back by a day
+    shifts = {trip: [0.0] * (service_of[trip] in services) + [-DAY_MIN] * (service_of[trip] in earlier)
+              for trip in trip_first}
+    all_departures: list[float] = []
     route_names = dict(zip(routes["route_id"], routes.get("route_short_name", routes["route_id"])))
     long_names = dict(zip(routes["route_id"], routes.get("route_long_name", routes["route_id"])))
     run_samples: dict[frozenset[str], list[float]] = {}
     built: list[Route] = []
-    for (route_id, direction), runs in sorted(patterns.items()):
+    for (route_id, _), runs in [(key, group) for key, runs in sorted(patterns.items()) for group in _directions(runs)]:
         counts = Counter(p[0] for p in runs)
         base = max(counts, key=lambda s: (len(s), counts[s]))
         shortest = min(counts, key=lambda s: (len(s), -counts[s]))
         express = tuple(s for s in shortest[1:] if s in base) if set(shortest) < set(base) else ()
-        departures = sorted(
-            p[2][0] + off - start_of_day for p in runs for off in offsets[p[3]]
-            if 0 <= p[2][0] + off - start_of_day <= horizon_min
-        )
+        times = [p[2][0] + off + shift - start_of_day for p in runs for off in offsets[p[3]] for shift in shifts[p[3]]]
+        departures = sorted(t for t in times if 0 <= t <= horizon_min)
+        all_departures += times
         for stations, arr, dep, _ in runs:
             for a, b, t_dep, t_arr in zip(stations, stations[1:], dep, arr[1:]):
                 if not (np.isnan(t_dep) or np.isnan(t_arr)):
@@ -269,6 +296,11 @@ def load_gtfs_scenario(
             base_demand_per_min=passengers_per_departure * len(departures) / horizon_min,
             turnaround_min=turnaround_min,
         ))
+    if not any(route.departures for route in built):
+        span = (f"; its departures that day run from {_clock(min(all_departures) + start_of_day)} to "
+                f"{_clock(max(all_departures) + start_of_day)}" if all_departures else "")
+        raise ValueError(f"no train leaves hub {hub!r} between {start_time} and {horizon_min} min later on "
+                         f"{day:%Y%m%d}{span}")
     built = _unique_names(built)
     sections, seen = [], set()
     for route in built:
@@ -301,6 +333,11 @@ def load_gtfs_scenario(
         rates = read_demand_csv(demand_csv, network, start_of_day, horizon_min)
         scenario = replace(scenario, demand=replace(scenario.demand, rates=rates))
     return scenario
+
+
+def _clock(minutes: float) -> str:
+    """``HH:MM`` of minutes since midnight (past 24:00 for the next day, as GTFS writes it)."""
+    return f"{int(minutes) // 60:02d}:{int(minutes) % 60:02d}"
 
 
 def _clock_or_nan(value: str) -> float:

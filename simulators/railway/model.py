@@ -31,6 +31,7 @@ from functools import lru_cache
 import numpy as np
 import simpy
 
+from simulators.checks import is_int
 from simulators.railway.mobile_data import MobileDataSensor
 from simulators.railway.network import ALL_STOPS, HOLD, MODE_NAMES, N_MODES, CompiledNetwork, Network, compile_network
 from simulators.railway.passengers import Passengers
@@ -86,11 +87,13 @@ def _static_tables(network: Network, closed: tuple[tuple[str, str], ...]) -> tup
 
 @lru_cache(maxsize=64)
 def _minutes_to_next_departure(network: Network, horizon: int) -> np.ndarray:
-    """(routes, horizon+1): minutes from t to the first timetabled departure at or after t."""
+    """(routes, horizon+1): minutes from t to the first timetabled departure in [t, horizon]; ``horizon``
+    when none is left before the horizon (a later departure never runs in the episode)."""
     ts = np.arange(horizon + 1, dtype=np.float64)
     out = np.full((len(network.routes), horizon + 1), float(horizon))
     for r, route in enumerate(network.routes):
         deps = np.asarray(route.departures, dtype=np.float64)
+        deps = deps[deps <= horizon]
         if deps.size:
             idx = np.searchsorted(deps, ts, side="left")
             has = idx < deps.size
@@ -103,7 +106,7 @@ class RailwayModel:
     """One episode of a scenario. ``rng`` draws the closure duration, arrivals and MD noise."""
 
     def __init__(self, scenario: Scenario, epoch_min: int, rng: np.random.Generator) -> None:
-        if not isinstance(epoch_min, int) or not 1 <= epoch_min <= scenario.demand.patience_min:
+        if not is_int(epoch_min) or not 1 <= epoch_min <= scenario.demand.patience_min:
             raise ValueError(
                 f"epoch_min must be an integer in [1, patience_min={scenario.demand.patience_min}] minutes, got {epoch_min!r}"
             )
@@ -229,13 +232,19 @@ class RailwayModel:
     def step(self, modes: Sequence[int], consists: Sequence[int]) -> EpochResult:
         """Apply one decision per route now, then advance to the next epoch.
 
-        ``modes[r]`` in ``range(N_MODES)``, ``consists[r]`` in ``(1, 2)``; validated by the caller.
+        ``modes[r]`` in ``range(N_MODES)``, ``consists[r]`` in ``(1, 2)`` units; anything else raises
+        ``ValueError`` (a feasible-looking but impossible train would corrupt every KPI).
         """
+        modes, consists = np.asarray(modes).tolist(), np.asarray(consists).tolist()
+        ok = (isinstance(modes, list) and isinstance(consists, list) and len(modes) == len(consists) == self.n_routes
+              and all(type(m) is int and 0 <= m < N_MODES for m in modes) and all(type(c) is int and c in (1, 2) for c in consists))
+        if not ok:
+            raise ValueError(f"modes {modes!r} and consists {consists!r} are invalid; allowed: {self.n_routes} integer "
+                             f"modes in 0..{N_MODES - 1} ({', '.join(MODE_NAMES)}) and {self.n_routes} consists in (1, 2) units")
         result = EpochResult()
         mask = self.mode_mask()
         patterns = self.compiled.patterns[self.state]
-        consists = np.asarray(consists).tolist()
-        for r, mode in enumerate(np.asarray(modes).tolist()):
+        for r, mode in enumerate(modes):
             if mode != HOLD:
                 self._dispatch(r, mode, consists[r], patterns[r][mode], bool(mask[r, mode]), result)
         self.advance(self.now + self.epoch, result)

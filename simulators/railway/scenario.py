@@ -29,7 +29,12 @@ class Disruption:
     min_duration_min: float = 30.0
 
     def __post_init__(self) -> None:
-        require(len(self.closed_sections) >= 1, "Disruption.closed_sections: at least one section must close")
+        sections = self.closed_sections
+        require(isinstance(sections, tuple) and all(isinstance(c, tuple) and len(c) == 2
+                                                    and all(isinstance(name, str) for name in c) for c in sections),
+                f"Disruption.closed_sections = {sections!r} is invalid; allowed: a tuple of (station, station) "
+                "name tuples, e.g. (('N2', 'N3'),)")
+        require(len(sections) >= 1, "Disruption.closed_sections: at least one section must close")
         check_finite(self, "start_min", "duration_median_min", "duration_sigma", "min_duration_min")
         require(self.start_min >= 0, f"Disruption.start_min must be >= 0, got {self.start_min}")
         require(self.duration_median_min > 0, f"Disruption.duration_median_min must be > 0, got {self.duration_median_min}")
