@@ -162,6 +162,8 @@ def train_sb3(
         model.save(out / "model.zip")
         if normalizer is not None:
             normalizer.save(out / NORMALIZER_FILE)
+        else:  # a normalizer an earlier run left in this folder would be applied to this model at load
+            (out / NORMALIZER_FILE).unlink(missing_ok=True)
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return SB3Policy(model, name=config.algo, normalizer=normalizer)
 

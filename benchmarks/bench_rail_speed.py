@@ -14,6 +14,7 @@ Run: ``python -m benchmarks.bench_rail_speed`` (or ``recrail bench``); writes
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -133,4 +134,7 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(RESULTS)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for rail_speed.md/.json (also written to "
+                        "benchmarks/results)")
+    main(parser.parse_args().out)

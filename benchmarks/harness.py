@@ -48,6 +48,17 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, float]:
     return {"return": episode_return, "length": float(length), **{k: float(v) for k, v in kpis.items()}}
 
 
+def _nan_to_none(value: Any) -> Any:
+    """``value`` with every float NaN (in nested dicts and lists) replaced by None, JSON's null."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
 def with_interval(estimate: float, low: float, high: float, spec: str) -> str:
     """``estimate [low, high]`` formatted with ``spec``; ``[no CI]`` when the interval is undefined (one episode)."""
     if np.isnan(low) or np.isnan(high):
@@ -85,7 +96,8 @@ class EvaluationReport:
             with_interval(d, lo, hi, "+.4g") for d, lo, hi in zip(rows["diff"], rows["diff_ci_low"], rows["diff_ci_high"])
         ])
         wide = cells.pivot(index="policy", columns="metric", values="cell")
-        return wide.loc[list(dict.fromkeys(rows["policy"])), self.metrics]
+        # a metric a policy never reported (no episode of it ended with KPIs) is an empty cell
+        return wide.reindex(index=list(dict.fromkeys(rows["policy"])), columns=self.metrics).fillna("")
 
     def write(self, out_dir: Path | str) -> dict[str, Path]:
         """Write ``evaluation.json``, ``evaluation.csv``, ``evaluation.md`` and ``evaluation.png``."""
@@ -99,7 +111,8 @@ class EvaluationReport:
             "summary": self.summary.to_dict(orient="records"),
             "episodes": self.episodes.to_dict(orient="records"),
         }
-        paths["json"].write_text(json.dumps(payload, indent=2))
+        # strict JSON: a missing value (a CI of one episode) is null, not the bare NaN token
+        paths["json"].write_text(json.dumps(_nan_to_none(payload), indent=2, allow_nan=False))
         self.summary.to_csv(paths["csv"], index=False)
         paths["md"].write_text(self.markdown())
         self.plot(paths["png"])
@@ -125,7 +138,7 @@ class EvaluationReport:
                 self.difference_table().T.to_markdown(),
             ]
         iqm_table = self.summary.pivot(index="policy", columns="metric", values="iqm")
-        iqm_table = iqm_table.loc[list(dict.fromkeys(self.summary["policy"])), self.metrics].T
+        iqm_table = iqm_table.reindex(index=list(dict.fromkeys(self.summary["policy"])), columns=self.metrics).T
         lines += ["", "## Interquartile mean", "", iqm_table.to_markdown(floatfmt=".4g"), ""]
         return "\n".join(lines)
 

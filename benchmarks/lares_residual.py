@@ -1,7 +1,7 @@
 """Latent steering: does an RL agent that refines LARES's latent state rank the held-out item higher?
 
 ``recrail/LatentReasoning-v0`` has a second action mode, ``residual``: before each of the model's 4
-reasoning steps the agent adds ``residual_scale * a @ P`` to the last position's state (``a`` in
+reasoning steps after the first (3 actions; ``reset`` applies step 1) the agent adds ``residual_scale * a @ P`` to the last position's state (``a`` in
 ``[-1, 1]^residual_dim``, ``P`` a fixed projection with orthonormal rows), exploring latent space as
 RPT's rollouts do, but per user at inference time with the weights frozen. This benchmark measures it.
 
@@ -116,7 +116,7 @@ def run(key: str, ckpt_dir: Path, timesteps: int, draws: int, seed: int, scales:
 def markdown(res: dict) -> str:
     lines = [f"# {res['dataset']}: latent steering (residual mode) on the frozen LARES-SPT model", "",
              f"SB3 PPO ({res['timesteps']} steps, seed {res['seed']}) trained on the validation targets per scale s; "
-             f"refinement s x a @ P, a in [-1, 1]^{res['residual_dim']}, before each of 4 reasoning steps. "
+             f"refinement s x a @ P, a in [-1, 1]^{res['residual_dim']}, before each of the 3 reasoning steps after the first (depth 4). "
              f"Every test user x {res['draws']} noise draws (same draws for every policy); per-user means, 95% "
              f"bootstrap CIs over users; differences paired with `{REFERENCE}` (no refinement = depth 4).", "",
              f"| policy | users | NDCG@10 [95% CI] | Recall@10 [95% CI] | NDCG@10 - {REFERENCE} | Recall@10 - {REFERENCE} |",

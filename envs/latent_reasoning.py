@@ -28,7 +28,7 @@ Observation: ``Box(float32, (hidden + 4,))`` =
 ``[h (hidden values: the last position's latent state, a LayerNorm output),
 depth (the number of reasoning steps applied so far, 1..horizon; horizon = max_depth or residual_depth),
 top score (the best non-history item's dot-product score),
-margin (top-1 minus top-2 score, >= 0),
+margin (top-1 minus top-2 score, >= 0; 0 when the history leaves a single rankable item),
 entropy deficit (log(n_items) minus the softmax entropy over non-history items, in nats, in
 [0, log(n_items)]: 0 = uniform, larger = more peaked)]``, and with ``observe_state_change=True`` a
 fifth statistic, ``log(1 + state change)`` (``info["state_change"]`` below; logarithmic because the change shrinks
@@ -328,7 +328,8 @@ class ReasoningBatch:
         best2, where = blocks.amax(2).topk(2, dim=1)
         inner2 = blocks[torch.arange(k), where[:, 0]].topk(2, dim=1).values
         top1 = best2[:, 0]
-        margin = top1 - torch.maximum(best2[:, 1], inner2[:, 1])
+        second = torch.maximum(best2[:, 1], inner2[:, 1])
+        margin = torch.where(second > _MASKED / 2, top1 - second, 0.0)  # 0 when only one item is rankable
         shift = top1 if self.shift else torch.zeros(k)
         x = s.sub_(shift[:, None]) if self.shift else s
         e = torch.exp2(x, out=self.work[:k])

@@ -64,7 +64,7 @@ import torch
 from gymnasium.utils import seeding
 
 from envs.config import check_options, make_config
-from simulators.checks import check_field
+from simulators.checks import check_field, is_finite, is_int
 from simulators.recsys.deeprec_protocol import LIST_SIZE, MAX_CALLS, RETRIEVE_K, episode_reward
 from simulators.recsys.preference_trm import TRMWorld, load_trm_world
 
@@ -97,17 +97,20 @@ class TRMRetrievalConfig:
     potential_shaping: bool = False
 
     def __post_init__(self) -> None:
-        check_field(self, "max_phrases", isinstance(self.max_phrases, int) and self.max_phrases >= 1, "an int >= 1")
+        check_field(self, "max_phrases", is_int(self.max_phrases) and self.max_phrases >= 1, "an int >= 1")
         check_field(self, "stage", self.stage in SPLIT_STAGES, f"one of {SPLIT_STAGES}")
         check_field(self, "users", self.users in USER_SETS, f"one of {USER_SETS}")
-        check_field(self, "heldout_fraction", 0.0 < self.heldout_fraction < 1.0, "a float in (0, 1)")
-        check_field(self, "max_calls", isinstance(self.max_calls, int) and 1 <= self.max_calls <= MAX_CALLS,
+        check_field(self, "heldout_fraction", is_finite(self.heldout_fraction) and 0.0 < self.heldout_fraction < 1.0,
+                    "a float in (0, 1)")
+        check_field(self, "max_calls", is_int(self.max_calls) and 1 <= self.max_calls <= MAX_CALLS,
                     f"an int in 1..{MAX_CALLS}")
-        check_field(self, "reward_stage", self.reward_stage in (1, 2), "1 or 2")
-        check_field(self, "stage1_episodes", isinstance(self.stage1_episodes, int) and self.stage1_episodes >= 0,
+        check_field(self, "reward_stage", is_int(self.reward_stage) and self.reward_stage in (1, 2), "1 or 2")
+        check_field(self, "stage1_episodes", is_int(self.stage1_episodes) and self.stage1_episodes >= 0,
                     "an int >= 0")
-        check_field(self, "ranker_preference_weight", self.ranker_preference_weight >= 0, "a float >= 0")
-        check_field(self, "planner_knowledge", 0.0 <= self.planner_knowledge <= 1.0, "a float in [0, 1]")
+        check_field(self, "ranker_preference_weight",
+                    is_finite(self.ranker_preference_weight) and self.ranker_preference_weight >= 0, "a float >= 0")
+        check_field(self, "planner_knowledge", is_finite(self.planner_knowledge) and 0.0 <= self.planner_knowledge <= 1.0,
+                    "a float in [0, 1]")
         check_field(self, "potential_shaping", isinstance(self.potential_shaping, bool), "True or False")
         check_field(self, "data_path", self.data_path is None or isinstance(self.data_path, str),
                     "None or a path string")

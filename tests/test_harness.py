@@ -99,6 +99,32 @@ def test_write_produces_json_csv_markdown_and_png(tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+class QuitEnv(GuessEnv):
+    """Action 1 ends the episode with KPIs; action 0 never does (only a time limit truncates it)."""
+
+    def step(self, action):
+        obs, reward, _, _, _ = super().step(action)
+        return obs, reward, action == 1, False, {"kpis": {"hit_rate": self.hits / self.t}} if action == 1 else {}
+
+
+QUIT_ID = "recrail_test/Quit-v0"
+if QUIT_ID not in gym.registry:
+    gym.register(QUIT_ID, entry_point=QuitEnv)
+
+
+def test_one_episode_and_a_policy_without_kpis_still_write_a_report(tmp_path):
+    report = evaluate_policies(QUIT_ID, {"quit": Constant(1), "stay": Constant(0)}, 1,
+                               env_kwargs={"max_episode_steps": 2}, progress=False)
+    paths = report.write(tmp_path)
+
+    def reject(token):
+        raise ValueError(f"bare {token} in evaluation.json")
+
+    payload = json.loads(paths["json"].read_text(), parse_constant=reject)  # strict JSON: NaN is null
+    assert any(row["ci_low"] is None for row in payload["summary"])  # one episode: no CI
+    assert "hit_rate" in paths["md"].read_text()  # "stay" never reported it: an empty cell, not a crash
+
+
 class Unplayable:
     name = "unplayable"
 

@@ -399,6 +399,10 @@ def test_ranking_stats_equal_naive_reference(tiny):
     b.emb_t[:, twin] = b.emb_t[:, best]
     top1, margin, *_ = b.ranking_stats(b.T[:1, -1], slice(0, 1))
     assert margin[0] == 0 and top1[0] == pytest.approx(float(top[0, 0]), abs=1e-5)
+    # a history of every item leaves the target alone: margin 0, inside the space (not the masked score's gap)
+    b.history = torch.arange(b.n_items + 1).repeat(b.n, 1)
+    top1, margin, entropy, logp, rank = b.ranking_stats(b.T[:1, -1], slice(0, 1))
+    assert margin[0] == 0 and rank[0] == 0 and entropy[0] == pytest.approx(0, abs=1e-6) and logp[0] == pytest.approx(0, abs=1e-6)
 
 
 def test_state_change_is_the_distance_the_last_step_moved(tiny):
@@ -512,6 +516,9 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     assert checkpoint.name == "ppo_128_steps" and not checkpoint.normalizer.training
     np.testing.assert_array_equal(checkpoint.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(checkpoint.predict(obs), checkpoint.model.predict(scaled, deterministic=True)[0])
+    # retraining into the same folder without normalization removes the statistics the first run left
+    train_sb3(ENV_ID, dataclasses.replace(cfg, normalize_obs=False, checkpoint_every=0))
+    assert not (tmp_path / NORMALIZER_FILE).exists() and load_sb3_policy(tmp_path / "model.zip").normalizer is None
 
 
 def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path):

@@ -75,6 +75,10 @@ def test_eight_calls_terminate_and_bad_action_raises():
         TRMRetrievalEnv({"stage": "train"})
     with pytest.raises(ValueError, match="unknown TRMRetrievalConfig keys"):
         TRMRetrievalEnv({"stages": "test"})
+    for bad in ({"heldout_fraction": "0.2"}, {"planner_knowledge": None}, {"ranker_preference_weight": float("inf")},
+                {"max_calls": True}, {"max_phrases": True}):
+        with pytest.raises(ValueError, match=f"TRMRetrievalConfig.{next(iter(bad))} = .* is invalid; allowed"):
+            TRMRetrievalConfig(**bad)
 
 
 def test_determinism_same_seed_same_trajectory():
