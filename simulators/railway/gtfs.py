@@ -15,8 +15,8 @@ from a demand CSV (see :mod:`simulators.railway.demand`).
 
 Errors name what is wrong: a missing file or column, a hub stop that is not in the feed (with close
 matches), a date without service (with the calendar's range), no trips through the hub, a window
-without departures (with the day's span), a value that is not an integer (with its file line), a stop or route a trip names that the feed does not define, a
-headway that is not positive.
+without departures (with the day's span), a value that is not an integer (with its file line), a
+stop or route a trip names that the feed does not define, a headway that is not positive.
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def _expand_frequencies(trip_first: dict[str, float], tables: dict[str, pd.DataF
 
 def _directions(runs: list) -> list[list]:
     """One (route, direction)'s runs (stations from the hub on first) split by the way they run: runs that share a
-    station beyond the hub run the same way, so a feed without ``direction_id`` (both directions under one key)
-    gives two routes; with it, this returns ``[runs]`` as a route never shares a station with its other direction."""
+    station beyond the hub run the same way. Without ``direction_id`` both directions share one key and split
+    here; with it, a key's runs share stations and stay one group."""
     groups: list[tuple[set[str], list]] = []
     for run in runs:
         beyond = set(run[0][1:])
