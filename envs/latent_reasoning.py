@@ -41,12 +41,14 @@ deficit is about 0.73 +- 0.23 nats), where the entropy divided by log(n_items) v
 (std), too little for an unnormalized MLP policy to use. Agents should still normalize observations
 (the LatentReasoning experiment file turns on SB3's ``VecNormalize`` and RLlib's ``MeanStdFilter``).
 The bounds of h, top score and margin are derived from the model's weights (``ReasoningBatch.spaces``).
+"Non-history items" leave out a target the user consumed before (a repeat; datasets with repeats only), as any
+history item: were it put back, the statistics would differ with the hidden label. The reward still ranks it.
 
 Reward: on the final step, the final ranking's NDCG@k (``reward_metric="ndcg"``) or Recall@k of the
 held-out target over all items with the user's history masked (full ranking; k = 10; the target
 itself stays ranked even if it is in the history, as in ``metrics.target_ranks``). Halt mode
 adds ``-step_cost`` per continue. With ``shaping=True`` every reasoning step after the first also
-earns ``shaping_coef * (log p_t(target) - log p_{t-1}(target))`` (softmax over non-history items);
+earns ``shaping_coef * (log p_t(target) - log p_{t-1}(target))`` (softmax over non-history items and the target);
 this changes the objective (it adds ``shaping_coef * log p_final``). ``potential_shaping=True``
 instead pays the terminal metric as it accrues (potential-based shaping, Ng et al. 1999, with
 ``Phi(s)`` = the metric of the current ranking and ``Phi = 0`` after the end): every reasoning step after
@@ -229,6 +231,7 @@ class ReasoningBatch:
         # few columns is far cheaper than a dense [n, n_items] mask
         self.width = max(self.L, max(len(seq) for seq in self.split.dataset.sequences) + 1)
         self.history = torch.zeros(n, self.width, dtype=torch.long)
+        self.hide_target = torch.zeros(n, dtype=torch.bool)  # see hidden_targets
         # per-step scores go to preallocated buffers (no 10 MB allocations per step), padded to whole
         # blocks; padding columns get zero embeddings and are masked after each product. The table is
         # scaled by log2(e), so the product gives scores in bits (score / ln 2) and the softmax can use
@@ -263,6 +266,7 @@ class ReasoningBatch:
             H, mask = self.model.prepare(history[:, -self.L:])
             self.H[begin], self.mask[begin], self.targets[begin] = H, mask, targets
             self.history[begin] = history
+            self.hide_target[begin] = self.hidden_targets(history, targets)
             self.T[begin] = self.model.config.init_scale * torch.from_numpy(begin_noise)
             self.users[begin], self.depth[begin] = begin_users, 0
         slots = np.sort(np.concatenate([cont, begin]))
@@ -321,9 +325,10 @@ class ReasoningBatch:
         weight-derived score bound allows an overflow (``self.shift``), else ``x = s``.
         """
         k = len(h)
-        s, target = self._masked_scores(h, sel)
-        # counted as floats in the work buffer (exact below 2^24 columns): summing a bool tensor is ~6x slower
-        rank = torch.ge(s, target, out=self.work[:k]).sum(1).long() - 1
+        s, target, hidden = self._masked_scores(h, sel)
+        # counted as floats in the work buffer (exact below 2^24 columns): summing a bool tensor is ~6x slower;
+        # a hidden target's column is masked, so it does not count itself
+        rank = torch.ge(s, target, out=self.work[:k]).sum(1).long() - 1 + hidden.long()
         blocks = s.view(k, -1, self.block)
         best2, where = blocks.amax(2).topk(2, dim=1)
         inner2 = blocks[torch.arange(k), where[:, 0]].topk(2, dim=1).values
@@ -336,17 +341,34 @@ class ReasoningBatch:
         z = e.sum(1)
         log_z = z.log()
         entropy = log_z - _LN2 * e.mul_(x).sum(1) / z
-        return _LN2 * top1, _LN2 * margin, entropy, _LN2 * (target.squeeze(1) - shift) - log_z, rank
+        t = target.squeeze(1) - shift
+        log_zt = torch.where(hidden, (z + torch.exp2(t)).log(), log_z)  # the target's softmax includes it
+        return _LN2 * top1, _LN2 * margin, entropy, _LN2 * t - log_zt, rank
 
-    def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_targets(self, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Which users' targets are in their history (a repeat consumption) while some other item is not: the
+        ranking statistics leave such a target out (else they would differ with the hidden label); it still
+        gets its rank (as in ``metrics.target_ranks``). A history of every item keeps the target in."""
+        items = history.sort(1).values  # distinct items counted on [users, width], not on a dense item mask
+        distinct = (items[:, :1] > 0).sum(1) + ((items[:, 1:] != items[:, :-1]) & (items[:, 1:] > 0)).sum(1)
+        return (history == targets[:, None]).any(1) & (distinct < self.n_items)
+
+    def _masked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scores in bits (``h . e_j / ln 2``) ``[k, n_cols]`` of ``h`` ``[k, d]`` with the history and the
-        padding columns masked (a view of the reused buffer) and the target's score ``[k, 1]``; the target
-        always stays ranked (as in ``metrics.target_ranks``)."""
+        padding columns masked (a view of the reused buffer), the target's score ``[k, 1]`` and whether the
+        target is hidden ``[k]`` (masked too: :meth:`hidden_targets`)."""
         s = torch.mm(h, self.emb_t, out=self.scores[:len(h)])
         s[:, self.n_items + 1:] = _MASKED
-        targets = self.targets[sel, None]
+        targets, hidden = self.targets[sel, None], self.hide_target[sel]
         target = s.gather(1, targets)
-        return s.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target), target
+        s.scatter_(1, self.history[sel], _MASKED).scatter_(1, targets, target.masked_fill(hidden[:, None], _MASKED))
+        return s, target, hidden
+
+    def _ranked_scores(self, h: torch.Tensor, sel: slice | torch.Tensor) -> torch.Tensor:
+        """The evaluation's scores: history masked, the target always ranked (as in ``metrics.target_ranks``)."""
+        s, target, _ = self._masked_scores(h, sel)
+        return s.scatter_(1, self.targets[sel, None], target)
 
     @torch.no_grad()
     def top_items(self, k: int) -> np.ndarray:
@@ -354,7 +376,7 @@ class ReasoningBatch:
         extra score product: for offline analyses of how rankings settle (the observation keeps the top 2)."""
         if not 1 <= k <= self.n_items:
             raise ValueError(f"k = {k!r} is invalid; allowed: an int in 1..n_items = {self.n_items}")
-        scores, _ = self._masked_scores(self.T[:, -1], slice(None))
+        scores = self._ranked_scores(self.T[:, -1], slice(None))
         return scores.topk(k, dim=1).indices.numpy()
 
     def metric(self, slots: np.ndarray) -> np.ndarray:
@@ -507,7 +529,7 @@ class LatentReasoningEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         with torch.no_grad():
-            scores = b._masked_scores(b.T[:1, -1], slice(0, 1))[0][0]
+            scores = b._ranked_scores(b.T[:1, -1], slice(0, 1))[0]
         top = torch.softmax(_LN2 * scores, 0).topk(20)
         img = np.full((100, 200, 3), 255, dtype=np.uint8)
         for j, (p, item) in enumerate(zip(top.values.tolist(), top.indices.tolist())):

@@ -17,6 +17,7 @@ from agents.baselines.latent_reasoning import calibrate_state_change, depth_trac
 from envs.latent_reasoning import (
     CONTINUE,
     STOP,
+    _LN2,
     LatentReasoningConfig,
     LatentReasoningEnv,
     LatentReasoningVectorEnv,
@@ -403,6 +404,25 @@ def test_ranking_stats_equal_naive_reference(tiny):
     b.history = torch.arange(b.n_items + 1).repeat(b.n, 1)
     top1, margin, entropy, logp, rank = b.ranking_stats(b.T[:1, -1], slice(0, 1))
     assert margin[0] == 0 and rank[0] == 0 and entropy[0] == pytest.approx(0, abs=1e-6) and logp[0] == pytest.approx(0, abs=1e-6)
+
+
+def test_a_repeated_target_is_left_out_of_the_statistics_but_still_ranked(tiny):
+    """Two slots with the same history and state, one target consumed before: equal statistics, each its own rank."""
+    vec = LatentReasoningVectorEnv(2, tiny)
+    vec.reset(seed=1)
+    b = vec.batch
+    b.T[1], b.H[1], b.mask[1], b.history[1] = b.T[0], b.H[0], b.mask[0], b.history[0]
+    seen = b.history[0][b.history[0] > 0]
+    b.targets[:] = torch.tensor([int(seen[-1]), next(j for j in range(1, b.n_items + 1) if j not in seen.tolist())])
+    b.hide_target[:] = b.hidden_targets(b.history, b.targets)
+    assert b.hide_target.tolist() == [True, False]
+    top1, margin, entropy, logp, rank = b.ranking_stats(b.T[:, -1], slice(None))
+    assert top1[0] == top1[1] and margin[0] == margin[1] and entropy[0] == entropy[1]
+    ranked = b._ranked_scores(b.T[:, -1], slice(None))  # the evaluation's ranking keeps both targets
+    target_scores = ranked.gather(1, b.targets[:, None])
+    np.testing.assert_array_equal(rank.numpy(), ((ranked >= target_scores).sum(1) - 1).numpy())
+    full = torch.log_softmax(_LN2 * ranked.double(), 1).gather(1, b.targets[:, None]).squeeze(1)
+    np.testing.assert_allclose(logp.numpy(), full.numpy(), atol=1e-5)  # p over non-history items and the target
 
 
 def test_state_change_is_the_distance_the_last_step_moved(tiny):
