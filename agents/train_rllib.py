@@ -5,8 +5,8 @@ Env runners are separate processes: they build the env as ``gym.make("envs:<id>"
 imports and registers recrail there too. ``module`` names a custom RLModule of
 :data:`CUSTOM_MODULES` instead of RLlib's default MLP, e.g. ``"phrase_scoring"`` (the phrase-scoring
 PPO policy with action masks of :mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
-``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector;
-its statistics are frozen at the end of training, kept in the checkpoint and applied by
+``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector (with the
+merge across remote env runners fixed: :mod:`agents.rllib_mean_std`); its statistics are frozen at the end of training, kept in the checkpoint and applied by
 :class:`RLlibPolicy` (as SB3's ``VecNormalize`` is by :class:`agents.train_sb3.SB3Policy`).
 """
 
@@ -130,7 +130,7 @@ class ObservationFilter:
 
 def _mean_std_filter(env: Any = None, spaces: Any = None, device: Any = None) -> Any:
     """The env-to-module connector of ``normalize_obs`` (RLlib passes the env, its spaces and the device)."""
-    from ray.rllib.connectors.env_to_module import MeanStdFilter
+    from agents.rllib_mean_std import MeanStdFilter
 
     return MeanStdFilter(multi_agent=False)
 

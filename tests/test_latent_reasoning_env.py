@@ -541,6 +541,33 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     assert not (tmp_path / NORMALIZER_FILE).exists() and load_sb3_policy(tmp_path / "model.zip").normalizer is None
 
 
+def test_rllib_filter_statistics_merge_each_runners_observations_once():
+    """Two remote runners push, the local one merges and broadcasts, twice: the merged statistics are those of
+    all observations (RLlib's own merge re-added whole statistics: the mean drifted toward 0 by the 2nd sync)."""
+    from ray.rllib.utils.filter import RunningStat
+
+    from agents.rllib_mean_std import MeanStdFilter
+
+    space = gym.spaces.Box(-100.0, 100.0, (3,), np.float32)
+    local, *remotes = [MeanStdFilter(multi_agent=False) for _ in range(3)]
+    for runner in (local, *remotes):
+        runner.input_observation_space = space  # as the pipeline sets it
+    rng, pushed = np.random.default_rng(0), []
+    for _ in range(2):
+        for runner in remotes:
+            runner.get_state()  # builds the filters as the first sample would
+            for x in rng.normal(5.0, 2.0, (50, 3)).astype(np.float32):
+                runner._filters[None](x, update=True)
+                pushed.append(x)
+        merged = local.merge_states([runner.get_state() for runner in remotes])
+        for runner in remotes:
+            runner.set_state(merged)
+    stats = RunningStat.from_state(local.get_state()[None]["running_stats"][0])
+    assert stats.n == len(pushed) == 200
+    np.testing.assert_allclose(stats.mean, np.mean(pushed, 0), rtol=1e-5)
+    np.testing.assert_allclose(stats.std, np.std(pushed, 0, ddof=1), rtol=1e-4)
+
+
 def test_rllib_normalize_obs_freezes_keeps_and_reloads_the_filter(tiny, tmp_path):
     from ray.rllib.connectors.env_to_module import MeanStdFilter
     from ray.rllib.connectors.env_to_module.env_to_module_pipeline import EnvToModulePipeline
