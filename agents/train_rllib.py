@@ -17,7 +17,7 @@ import inspect
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -240,8 +240,22 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
     return algo_config
 
 
-def _check_training_keys(config: RLlibTrainConfig) -> None:
-    """Reject ``config.training`` keys that the algorithm's ``training()`` (over its class hierarchy) does not take."""
+def _check_settings(env_id: str, config: RLlibTrainConfig) -> None:
+    """Reject, before Ray starts, what would fail only once the cluster is up: ``training`` keys the algorithm's
+    ``training()`` (over its class hierarchy) does not take, ``model`` keys RLlib's default model does not have,
+    and the native vectorization for an env without a ``vector_entry_point``."""
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    import envs  # noqa: F401  (registers the ids the spec lookup needs)
+
+    if config.vectorize == "vector_entry_point" and gym.spec(env_id).vector_entry_point is None:
+        raise ValueError(f"vectorize 'vector_entry_point' needs a native vector env; {env_id} has none: "
+                         "choose 'sync' or 'async'")
+    if config.module is None:
+        model_keys = {f.name for f in fields(DefaultModelConfig)}
+        unknown_model = sorted(set(config.model) - model_keys)
+        if unknown_model:
+            raise ValueError(f"rllib model has no settings {unknown_model}; allowed: {sorted(model_keys)}")
     cls = _import(ALGORITHMS[config.algo])
     allowed = {name for klass in cls.__mro__ if "training" in vars(klass)
                for name in inspect.signature(vars(klass)["training"]).parameters} - {"self", "kwargs"}
@@ -255,7 +269,7 @@ def train_rllib(env_id: str, config: RLlibTrainConfig) -> RLlibPolicy:
     import ray
     from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR
 
-    _check_training_keys(config)  # before Ray starts: a typo fails in a second, not after the cluster is up
+    _check_settings(env_id, config)  # before Ray starts: a typo fails in a second, not after the cluster is up
     started_ray = not ray.is_initialized()
     if started_ray:
         # Driver and workers import recrail from the same source tree.

@@ -61,6 +61,8 @@ def test_bad_arguments_give_one_line_and_exit_code_2(argv, fragment, capsys):
     [("env_id: {env}\nsb3:\n  ppo_: {{n_steps: 64}}\n", r"sb3: unknown keys \['ppo_'\]"),
      ("env_id: {env}\nsb3:\n  ppo: {{n_stepz: 64}}\n", r"ppo has no hyperparameters \['n_stepz'\]"),
      ("env_id: {env}\nrllib:\n  ppo: {{lamda: 0.9}}\n", r"rllib ppo has no training settings \['lamda'\]"),
+     ("env_id: {env}\nrllib:\n  ppo: {{model: {{fcnet_hidden: [8]}}}}\n", r"rllib model has no settings \['fcnet_hidden'\]"),
+     ("env_id: {env}\nrllib:\n  ppo: {{vectorize: vector_entry_point}}\n", "needs a native vector env"),
      ("env_id: {env}\nsb3: [ppo\n", "not valid YAML"),
      ("env_id: {env}\nenv_kwargs: [1]\n", "env_kwargs: expected a mapping")],
 )
