@@ -434,7 +434,7 @@ class ReasoningBatch:
 
     def check_user(self, stage: str, user: Any) -> int:
         users = self.split.users(stage)
-        if not isinstance(user, (int, np.integer)) or int(user) not in set(users.tolist()):
+        if not is_int(user) or int(user) not in set(users.tolist()):
             raise ValueError(f"options['user'] = {user!r} is not a user index with a {stage!r} target "
                              f"(ints in 0..{self.split.n_users - 1}, {len(users)} eligible)")
         return int(user)
@@ -608,9 +608,11 @@ class LatentReasoningVectorEnv(VectorEnv):
         self._stage = self.batch.check_stage(options.get("split", self.config.split))
         users = None
         if "users" in options:
-            users = np.array([self.batch.check_user(self._stage, u) for u in np.asarray(options["users"]).tolist()])
-            if len(users) != self.num_envs:
-                raise ValueError(f"options['users'] must have num_envs = {self.num_envs} entries, got {len(users)}")
+            raw = options["users"]
+            if not isinstance(raw, (list, tuple, np.ndarray)) or len(raw) != self.num_envs:
+                raise ValueError(f"options['users'] = {raw!r} is invalid; allowed: a list of num_envs = {self.num_envs} "
+                                 "user indices")
+            users = np.array([self.batch.check_user(self._stage, u) for u in raw])
         slots = np.arange(self.num_envs)
         chosen, noise = self._begin_args(slots, users)
         self.batch.transition(_NONE, None, slots, chosen, self._stage, noise)

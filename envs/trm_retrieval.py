@@ -429,7 +429,7 @@ class TRMRetrievalEnv(gym.Env):
 
 
 def _user_index(value, where: str) -> int:
-    if not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise ValueError(f"{where} must be an int user index, got {value!r}")
     return int(value)
 
@@ -448,7 +448,7 @@ def _vector_user_options(options: dict | None, num_envs: int) -> list[int | None
     if "user" in options:
         raise ValueError("options 'user' and 'users' exclude each other; give one")
     users = options["users"]
-    if len(users) != num_envs:
+    if not isinstance(users, (list, tuple, np.ndarray)) or len(users) != num_envs:
         raise ValueError(f"options['users'] must be {num_envs} int user indices (one per sub-env), got {users!r}")
     return [_user_index(u, "options['users'] entries") for u in users]
 

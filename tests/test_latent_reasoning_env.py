@@ -191,6 +191,10 @@ def test_vector_env_pins_users_and_checks_actions(tiny):
     users = vec.batch.split.users("valid")[:2]
     _, info = vec.reset(seed=0, options={"users": users})
     assert np.array_equal(info["user"], users)
+    for bad, fragment in ((int(users[0]), "is invalid; allowed: a list of num_envs = 2"),
+                          ([True, int(users[1])], "options\\['user'\\] = True is not a user index")):
+        with pytest.raises(ValueError, match=fragment):
+            vec.reset(seed=0, options={"users": bad})
     a, _ = vec.reset(seed=5)
     b, _ = vec.reset(seed=[5, 6])
     np.testing.assert_array_equal(a, b)

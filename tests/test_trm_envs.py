@@ -158,8 +158,11 @@ def test_user_partition_disjoint_and_pinned_user():
     assert venv.episodes.user.tolist()[:2] == pinned
     venv.reset(seed=0, options={"user": pinned[1]})
     assert venv.episodes.user.tolist()[:2] == [pinned[1]] * 2
-    with pytest.raises(ValueError, match=r"options\['users'\] must be 2 int user indices"):
-        venv.reset(seed=0, options={"users": pinned[:1]})
+    for bad in (pinned[:1], pinned[0]):  # too few, or a bare int (not a list)
+        with pytest.raises(ValueError, match=r"options\['users'\] must be 2 int user indices"):
+            venv.reset(seed=0, options={"users": bad})
+    with pytest.raises(ValueError, match=r"options\['user'\] must be an int user index, got True"):
+        venv.reset(seed=0, options={"user": True})
 
 
 def test_baselines_play_valid_episodes():
