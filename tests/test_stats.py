@@ -58,3 +58,14 @@ def test_bad_samples_are_rejected(bad):
 def test_unpaired_lengths_are_rejected():
     with pytest.raises(ValueError, match="differ in length"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_ci_calibration_null_samples_and_rates():
+    from benchmarks.bench_ci_calibration import null_sample, run
+
+    rng = np.random.default_rng(0)
+    sparse = null_sample("sparse-sign-0.1", 20_000, rng)
+    assert set(np.unique(sparse)) == {-1.0, 0.0, 1.0} and abs((sparse != 0).mean() - 0.1) < 0.01
+    assert abs(sparse.mean()) < 0.01 and abs(null_sample("exponential", 20_000, rng).mean()) < 0.03
+    rows = run(ns=(20,), reps=4)
+    assert len(rows) == 6 and all(0.0 <= r[m] <= 1.0 for r in rows for m in ("BCa (default)", "percentile"))
