@@ -218,6 +218,29 @@ def test_trips_past_midnight_of_the_previous_service_day_run_in_an_early_window(
     assert monday.network.routes[0].departures == (10.0, 90.0, 135.0)  # the day's own trips past 24:00
 
 
+def test_distinct_stations_sharing_a_name_stay_apart(tmp_path):
+    folder = tmp_path / "two_park_st"
+    folder.mkdir()
+    (folder / "stops.txt").write_text("stop_id,stop_name,parent_station,location_type\nC,Central,,0\nA1,Alpha,,0\n"
+                                      "PX,Park St,,1\nP1,Park St,PX,0\nT1,Tango,,0\nB2,Bravo,,0\nPY,Park St,,1\n"
+                                      "P2,Park St,PY,0\nT2,Uniform,,0\n")  # PX, PY: two stations, one name
+    (folder / "calendar.txt").write_text(CALENDAR)
+    (folder / "routes.txt").write_text("route_id,route_short_name,route_type\nX,X,1\nY,Y,1\n")
+    trips, stop_times = ["route_id,service_id,trip_id"], ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for k, start in enumerate(range(6 * 60, 8 * 60, 20)):
+        for route, stops in (("X", ["C", "A1", "P1", "T1"]), ("Y", ["C", "B2", "P2", "T2"])):
+            trips.append(f"{route},WK,{route}{k}")
+            for seq, (stop, clock) in enumerate(_times(start, stops, [4, 4, 4]), start=1):
+                stop_times.append(f"{route}{k},{clock},{clock},{stop},{seq}")
+    (folder / "trips.txt").write_text("\n".join(trips) + "\n")
+    (folder / "stop_times.txt").write_text("\n".join(stop_times) + "\n")
+    sc = load_gtfs_scenario(folder, "Central", "20240305", horizon_min=120, closed_section=("Alpha", "Park St (PX)"))
+    assert [r.stops for r in sc.network.routes] == [("Central", "Alpha", "Park St (PX)", "Tango"),
+                                                    ("Central", "Bravo", "Park St (PY)", "Uniform")]
+    with pytest.raises(ValueError, match=r"hub stop 'park st' names 2 stations: 'Park St \(PX\)', 'Park St \(PY\)'"):
+        load_gtfs_scenario(folder, "park st", "20240305")
+
+
 def test_frequencies_need_a_positive_headway(tmp_path):
     folder = write_subway_feed(tmp_path / "metro")
     (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nm0,06:00:00,09:00:00,0\n")

@@ -9,9 +9,10 @@ station beyond the hub), so a feed without ``direction_id`` still gives each dir
 branch of the same direction is folded into its longest pattern. A route's stops are the downstream
 part of its longest stopping pattern, its express stops those of its shortest pattern (when that
 is a sub-pattern), its timetable the hub departures inside the episode window (``frequencies.txt``
-trips are expanded), and section running times the median over trips. Stations are stop names
-(platforms share their station's name). Demand comes from a profile scaled to the timetable or
-from a demand CSV (see :mod:`simulators.railway.demand`).
+trips are expanded), and section running times the median over trips. Stations are parent stations,
+else stop names (parent-less platforms of one station share its name); parent stations that share a
+name stay apart as "Name (stop_id)". Demand comes from a profile scaled to the timetable or from a
+demand CSV (see :mod:`simulators.railway.demand`).
 
 Errors name what is wrong: a missing file or column, a hub stop that is not in the feed (with close
 matches), a date without service (with the calendar's range), no trips through the hub, a window
@@ -132,17 +133,34 @@ def _calendar_span(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def _station_names(stops: pd.DataFrame) -> dict[str, str]:
-    """stop_id -> station name (a platform takes its parent station's name)."""
+    """stop_id -> station name. A platform belongs to its parent station, a parent station to itself, and a
+    stop with neither joins the stops of its name (a station's parent-less platforms, as in Caltrain's feed).
+    Parent stations that share a name are distinct stations (two "86 St"): each gets its stop_id appended,
+    ``"Park St (PX)"``."""
     name = dict(zip(stops["stop_id"], stops["stop_name"].str.strip()))
     parent = dict(zip(stops["stop_id"], stops.get("parent_station", pd.Series([""] * len(stops)))))
-    return {sid: name.get(parent[sid], name[sid]) if parent[sid] else name[sid] for sid in stops["stop_id"]}
+    parents = set(parent.values()) - {""}
+    station = {sid: parent[sid] or (sid if sid in parents else "") for sid in stops["stop_id"]}  # "": by name
+    shared = Counter(name.get(key, key) for key in set(station.values()) - {""})
+
+    def label(sid: str) -> str:
+        key = station[sid]
+        if not key:
+            return name[sid]
+        own = name.get(key, name[sid])  # a parent missing from stops.txt: the platform's own name
+        return f"{own} ({key})" if shared[own] > 1 else own
+
+    return {sid: label(sid) for sid in stops["stop_id"]}
 
 
-def _hub_name(stops: pd.DataFrame, hub: str) -> str:
-    names = sorted(set(stops["stop_name"].str.strip()))
+def _hub_name(station_names: Collection[str], hub: str) -> str:
+    names = sorted(set(station_names))
     for name in names:
         if name.lower() == hub.strip().lower():
             return name
+    same = [n for n in names if n.lower().startswith(hub.strip().lower() + " (")]
+    if len(same) > 1:
+        raise ValueError(f"hub stop {hub!r} names {len(same)} stations: {', '.join(map(repr, same))}; pass one of them")
     close = difflib.get_close_matches(hub, names, n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"hub stop {hub!r} is not a stop name of the feed{hint}")
@@ -214,8 +232,8 @@ def load_gtfs_scenario(
     services = active_services(tables, day)
     earlier = active_services(tables, day - timedelta(days=1))  # its trips past 24:00 run after midnight
     stops = tables["stops"]
-    hub = _hub_name(stops, hub_stop_name)
     station_of = _station_names(stops)
+    hub = _hub_name(station_of.values(), hub_stop_name)
     types = RAIL_ROUTE_TYPES if route_types is None else frozenset(route_types)
     routes = tables["routes"]
     trips = tables["trips"]
