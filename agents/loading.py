@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from agents.baselines import baseline_names, make_baseline
-from agents.policy import METADATA_FILE, Policy
+from agents.policy import METADATA_FILE, SB3_MODEL_FILE, Policy
 from envs import entry_for
 
 
@@ -24,6 +24,8 @@ def load_policy(spec: str, env_id: str) -> Policy:
     if spec in baseline_names(env_id):
         return make_baseline(env_id, spec)
     path = Path(spec)
+    if path.is_dir() and (path / SB3_MODEL_FILE).is_file():  # an SB3 run folder stands for its model
+        path = path / SB3_MODEL_FILE
     if path.suffix == ".zip":
         from agents.train_sb3 import load_sb3_policy
 

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 
 METADATA_FILE = "recrail.json"  # what a training run saves beside its model: backend, env id, config
+SB3_MODEL_FILE = "model.zip"  # the final model `recrail train` saves in an SB3 run folder
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-from agents.policy import METADATA_FILE
+from agents.policy import METADATA_FILE, SB3_MODEL_FILE
 from envs import bare_id  # importing envs registers the recrail ids in this process
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {
@@ -159,7 +159,7 @@ def train_sb3(
         normalizer.training = False  # frozen statistics from here on
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        model.save(out / "model.zip")
+        model.save(out / SB3_MODEL_FILE)
         if normalizer is not None:
             normalizer.save(out / NORMALIZER_FILE)
         else:  # a normalizer an earlier run left in this folder would be applied to this model at load

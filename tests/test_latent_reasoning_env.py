@@ -538,6 +538,8 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
 
     checkpoint = load_policy(str(tmp_path / "checkpoints" / "ppo_128_steps.zip"), ENV_ID)
     assert checkpoint.name == "ppo_128_steps" and not checkpoint.normalizer.training
+    run_folder = load_policy(str(tmp_path), ENV_ID)  # an SB3 run folder loads its model.zip
+    np.testing.assert_array_equal(run_folder.predict(obs), loaded.predict(obs))
     np.testing.assert_array_equal(checkpoint.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(checkpoint.predict(obs), checkpoint.model.predict(scaled, deterministic=True)[0])
     # retraining into the same folder without normalization removes the statistics the first run left
