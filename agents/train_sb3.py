@@ -134,6 +134,10 @@ def train_sb3(
     out = Path(config.out_dir) if config.out_dir is not None else None
     meta = {"backend": "sb3", "env_id": env_id, **asdict(config), "out_dir": str(out)}
     all_callbacks = list(callbacks or [])
+    if out is not None and not config.normalize_obs:
+        # statistics an earlier normalized run left in this folder would be applied to this run's models at load
+        for stale in [out / NORMALIZER_FILE, *(out / "checkpoints").glob("*_vecnormalize_*_steps.pkl")]:
+            stale.unlink(missing_ok=True)
     if out is not None and config.checkpoint_every:
         save_freq = max(config.checkpoint_every // config.n_envs, 1)
         # each checkpoint reloads like model.zip: the metadata beside it, its observation statistics with it
@@ -162,8 +166,6 @@ def train_sb3(
         model.save(out / SB3_MODEL_FILE)
         if normalizer is not None:
             normalizer.save(out / NORMALIZER_FILE)
-        else:  # a normalizer an earlier run left in this folder would be applied to this model at load
-            (out / NORMALIZER_FILE).unlink(missing_ok=True)
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return SB3Policy(model, name=config.algo, normalizer=normalizer)
 

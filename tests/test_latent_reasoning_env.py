@@ -543,8 +543,9 @@ def test_sb3_normalize_obs_freezes_saves_and_reloads_the_statistics(tiny, tmp_pa
     np.testing.assert_array_equal(checkpoint.normalizer.obs_rms.mean, norm.obs_rms.mean)
     np.testing.assert_array_equal(checkpoint.predict(obs), checkpoint.model.predict(scaled, deterministic=True)[0])
     # retraining into the same folder without normalization removes the statistics the first run left
-    train_sb3(ENV_ID, dataclasses.replace(cfg, normalize_obs=False, checkpoint_every=0))
+    train_sb3(ENV_ID, dataclasses.replace(cfg, normalize_obs=False))
     assert not (tmp_path / NORMALIZER_FILE).exists() and load_sb3_policy(tmp_path / "model.zip").normalizer is None
+    assert load_policy(str(tmp_path / "checkpoints" / "ppo_128_steps.zip"), ENV_ID).normalizer is None
 
 
 def test_rllib_filter_statistics_merge_each_runners_observations_once():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from envs.rail_disruption import RailDisruptionEnv
-from simulators.railway import run_scenario
+from simulators.railway import default_scenario, run_scenario
+from simulators.railway.demand import read_demand_csv
 from simulators.railway.gtfs import load_gtfs_scenario
 from simulators.railway.rules import DispatchPlan, preferred_mode
 
@@ -191,10 +192,10 @@ def test_a_feed_without_direction_id_keeps_the_two_directions_apart(tmp_path):
     assert [(r.name, r.stops, r.departures) for r in without] == [(r.name, r.stops, r.departures) for r in with_id]
 
 
-def test_a_window_without_trains_is_an_error_naming_the_service_span(tmp_path):
+@pytest.mark.parametrize("day", ["20240304", "20240305"])  # after a day without and with service
+def test_a_window_without_trains_is_an_error_naming_the_service_span(tmp_path, day):
     with pytest.raises(ValueError, match="no train leaves hub 'Hub Station' between 12:00 .* run from 06:05 to 09:57"):
-        load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), "Hub Station", "20240304", start_time="12:00",
-                           horizon_min=240)
+        load_gtfs_scenario(write_rail_feed(tmp_path / "rail"), "Hub Station", day, start_time="12:00", horizon_min=240)
 
 
 def test_trips_past_midnight_of_the_previous_service_day_run_in_an_early_window(tmp_path):
@@ -216,6 +217,9 @@ def test_trips_past_midnight_of_the_previous_service_day_run_in_an_early_window(
     assert saturday.network.routes[0].departures == (30.0, 75.0)  # Friday's, though WK has no Saturday service
     monday = load_gtfs_scenario(folder, "Central", "20240304", start_time="23:00", horizon_min=180)
     assert monday.network.routes[0].departures == (10.0, 90.0, 135.0)  # the day's own trips past 24:00
+    (folder / "frequencies.txt").write_text("trip_id,start_time,end_time,headway_secs\nt0,23:10:00,26:10:00,1800\n")
+    saturday = load_gtfs_scenario(folder, "Central", "20240309", start_time="00:00", horizon_min=120)
+    assert saturday.network.routes[0].departures == (10.0, 30.0, 40.0, 70.0, 75.0, 100.0)  # t0's runs past 24:00 too
 
 
 def test_distinct_stations_sharing_a_name_stay_apart(tmp_path):
@@ -239,6 +243,53 @@ def test_distinct_stations_sharing_a_name_stay_apart(tmp_path):
                                                     ("Central", "Bravo", "Park St (PY)", "Uniform")]
     with pytest.raises(ValueError, match=r"hub stop 'park st' names 2 stations: 'Park St \(PX\)', 'Park St \(PY\)'"):
         load_gtfs_scenario(folder, "park st", "20240305")
+    stops = folder / "stops.txt"  # PY missing from stops.txt: its platform's name stands for it, still apart from PX
+    stops.write_text(stops.read_text().replace("PY,Park St,,1\n", ""))
+    sc = load_gtfs_scenario(folder, "Central", "20240305", horizon_min=120, closed_section=("Alpha", "Park St (PX)"))
+    assert sc.network.routes[1].stops == ("Central", "Bravo", "Park St (PY)", "Uniform")
+
+
+def write_lines(folder: Path, stops: str, lines: list, directions: bool = True) -> Path:
+    """A feed of ``lines`` = (route, direction_id, stop_ids) run every 20 min from 06:00 to 08:00, 4 min per section."""
+    folder.mkdir(parents=True)
+    (folder / "stops.txt").write_text(stops)
+    (folder / "calendar.txt").write_text(CALENDAR)
+    routes = sorted({route for route, _, _ in lines})
+    (folder / "routes.txt").write_text("route_id,route_short_name,route_type\n" + "".join(f"{r},{r},1\n" for r in routes))
+    trips = ["route_id,service_id,trip_id" + (",direction_id" if directions else "")]
+    stop_times = ["trip_id,arrival_time,departure_time,stop_id,stop_sequence"]
+    for k, start in enumerate(range(6 * 60, 8 * 60, 20)):
+        for j, (route, direction, stop_ids) in enumerate(lines):
+            trip = f"{route}{j}_{k}"
+            trips.append(f"{route},WK,{trip}" + (f",{direction}" if directions else ""))
+            for seq, (stop, clock) in enumerate(_times(start + 2 * j, stop_ids, [4] * (len(stop_ids) - 1)), start=1):
+                stop_times.append(f"{trip},{clock},{clock},{stop},{seq}")
+    (folder / "trips.txt").write_text("\n".join(trips) + "\n")
+    (folder / "stop_times.txt").write_text("\n".join(stop_times) + "\n")
+    return folder
+
+
+def test_a_circle_line_without_direction_id_keeps_its_two_directions_apart(tmp_path):
+    stops = "stop_id,stop_name\nH,Hub\nA,Alpha\nB,Bravo\nC,Charlie\n"
+    circle = [("O", 0, ["H", "A", "B", "C"]), ("O", 1, ["H", "C", "B", "A"])]  # the same stations, reversed
+    routes = [[(r.name, r.stops, r.departures) for r in load_gtfs_scenario(
+        write_lines(tmp_path / str(ids), stops, circle, ids), "Hub", "20240305", horizon_min=120).network.routes]
+        for ids in (True, False)]
+    assert routes[0] == routes[1] and [stops for _, stops, _ in routes[0]] == [("Hub", "Alpha", "Bravo", "Charlie"),
+                                                                            ("Hub", "Charlie", "Bravo", "Alpha")]
+
+
+def test_boarding_areas_and_blank_lines_of_spaces_change_nothing(tmp_path):
+    plain = load_gtfs_scenario(write_rail_feed(tmp_path / "plain" / "rail"), "Hub Station", "20240304")
+    folder = write_rail_feed(tmp_path / "rail")
+    stops = folder / "stops.txt"  # a boarding area's parent is a platform (GTFS pathways), whose parent is the station
+    stops.write_text(stops.read_text() + "BA1,Hub Station,HUB1,4\n")
+    routes = folder / "routes.txt"
+    routes.write_text(routes.read_text() + "   \n")
+    assert load_gtfs_scenario(folder, "Hub Station", "20240304") == plain
+    demand = tmp_path / "demand.csv"
+    demand.write_text("time,route,count\n06:10,North,5\n \n06:20,North,5\n")
+    assert read_demand_csv(demand, default_scenario().network, 360, 60).sum() == 10
 
 
 def test_frequencies_need_a_positive_headway(tmp_path):

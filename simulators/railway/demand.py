@@ -39,7 +39,9 @@ def read_string_table(source, encoding: str = "utf-8") -> pd.DataFrame:
     """A CSV (path or file object) with every value a string, blank rows dropped; a row's index label + 2 is
     its line in the file (line 1 is the header), so errors can name the line even after blank lines."""
     table = pd.read_csv(source, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding=encoding)
-    return table[(table != "").any(axis=1)]
+    # a blank line, or one of spaces only (its spaces land in the first column)
+    blank = (table.iloc[:, 1:] == "").all(axis=1) & (table.iloc[:, 0].str.strip() == "")
+    return table[~blank]
 
 
 def read_demand_csv(path: Path | str, network: Network, start_of_day_min: int, horizon_min: int) -> np.ndarray:

@@ -133,24 +133,29 @@ def _calendar_span(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def _station_names(stops: pd.DataFrame) -> dict[str, str]:
-    """stop_id -> station name. A platform belongs to its parent station, a parent station to itself, and a
-    stop with neither joins the stops of its name (a station's parent-less platforms, as in Caltrain's feed).
-    Parent stations that share a name are distinct stations (two "86 St"): each gets its stop_id appended,
-    ``"Park St (PX)"``."""
+    """stop_id -> station name. A stop belongs to the top of its parent chain (a platform to its station, a
+    boarding area through its platform), a parent station to itself, and a stop with neither joins the
+    stops of its name (a station's parent-less platforms, as in Caltrain's feed). Stations that share a
+    name are distinct (two "86 St"): each gets its stop_id appended, ``"Park St (PX)"``."""
     name = dict(zip(stops["stop_id"], stops["stop_name"].str.strip()))
     parent = dict(zip(stops["stop_id"], stops.get("parent_station", pd.Series([""] * len(stops)))))
     parents = set(parent.values()) - {""}
-    station = {sid: parent[sid] or (sid if sid in parents else "") for sid in stops["stop_id"]}  # "": by name
-    shared = Counter(name.get(key, key) for key in set(station.values()) - {""})
 
-    def label(sid: str) -> str:
-        key = station[sid]
-        if not key:
-            return name[sid]
-        own = name.get(key, name[sid])  # a parent missing from stops.txt: the platform's own name
-        return f"{own} ({key})" if shared[own] > 1 else own
+    def top(sid: str) -> str:
+        seen = {sid}
+        while parent.get(sid) and parent[sid] not in seen:  # a parent missing from stops.txt ends the chain
+            sid = parent[sid]
+            seen.add(sid)
+        return sid
 
-    return {sid: label(sid) for sid in stops["stop_id"]}
+    station = {sid: top(sid) if parent[sid] or sid in parents else "" for sid in stops["stop_id"]}  # "": by name
+    station_name: dict[str, str] = {}
+    for sid, key in station.items():
+        if key:
+            station_name.setdefault(key, name.get(key, name[sid]))  # a missing parent: its platform's name
+    shared = Counter(station_name.values())
+    return {sid: name[sid] if not key else station_name[key] + (f" ({key})" if shared[station_name[key]] > 1 else "")
+            for sid, key in station.items()}
 
 
 def _hub_name(station_names: Collection[str], hub: str) -> str:
@@ -190,17 +195,30 @@ def _expand_frequencies(trip_first: dict[str, float], tables: dict[str, pd.DataF
     return runs
 
 
+def _same_way(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Two stopping patterns (stations from the hub on) run the same way: they share a station beyond the hub
+    and call at the shared ones in the same order (a circle line's two directions share them reversed)."""
+    shared = set(a[1:]) & set(b[1:])
+    return bool(shared) and [s for s in a if s in shared] == [s for s in b if s in shared]
+
+
 def _directions(runs: list) -> list[list]:
-    """One (route, direction)'s runs (stations from the hub on first) split by the way they run: runs that share a
-    station beyond the hub run the same way. Without ``direction_id`` both directions share one key and split
-    here; with it, a key's runs share stations and stay one group."""
-    groups: list[tuple[set[str], list]] = []
+    """One (route, direction)'s runs split by the way they run (:func:`_same_way` with a pattern of the group).
+    Without ``direction_id`` both directions share one key and split here; with it, a key's runs stay one group."""
+    group_of: dict[tuple[str, ...], int] = {}  # stopping pattern -> group (patterns are few, runs many)
+    patterns: list[list[tuple[str, ...]]] = []
+    groups: list[list] = []
     for run in runs:
-        beyond = set(run[0][1:])
-        touching = [g for g in groups if g[0] & beyond]
-        merged = (beyond.union(*(g[0] for g in touching)), [m for g in touching for m in g[1]] + [run])
-        groups = [g for g in groups if not g[0] & beyond] + [merged]
-    return [members for _, members in groups]
+        pattern = run[0]
+        if pattern not in group_of:
+            g = next((g for g, known in enumerate(patterns) if any(_same_way(pattern, q) for q in known)), len(groups))
+            if g == len(groups):
+                patterns.append([])
+                groups.append([])
+            patterns[g].append(pattern)
+            group_of[pattern] = g
+        groups[group_of[pattern]].append(run)
+    return groups
 
 
 def load_gtfs_scenario(
@@ -260,7 +278,7 @@ def load_gtfs_scenario(
     st = st.sort_values(["trip_id", "seq"])
 
     route_key = dict(zip(trips["trip_id"], zip(trips["route_id"], trips["direction_id"])))
-    patterns: dict[tuple[str, str], list[tuple[tuple[str, ...], list[float], list[float], float]]] = {}
+    passing: list[tuple[tuple[str, ...], list[float], list[float], str]] = []
     trip_first: dict[str, float] = {}
     for trip, group in st.groupby("trip_id", sort=False):
         stations = group["station"].tolist()
@@ -270,12 +288,15 @@ def load_gtfs_scenario(
         down = tuple(stations[i:])
         if len(set(down)) != len(down) or np.isnan(group["dep"].iloc[i]):
             continue
-        if service_of[trip] not in services and group["dep"].iloc[i] < DAY_MIN:
-            continue  # a previous-day trip that left the hub before midnight
         trip_first[trip] = group["dep"].iloc[0]
-        patterns.setdefault(route_key[trip], []).append(
-            (down, group["arr"].tolist()[i:], group["dep"].tolist()[i:], trip)
-        )
+        passing.append((down, group["arr"].tolist()[i:], group["dep"].tolist()[i:], trip))
+    offsets = _expand_frequencies(trip_first, tables)
+    patterns: dict[tuple[str, str], list[tuple[tuple[str, ...], list[float], list[float], str]]] = {}
+    for run in passing:
+        trip = run[3]
+        if service_of[trip] not in services and all(run[2][0] + off < DAY_MIN for off in offsets[trip]):
+            continue  # a previous-day trip whose runs all left the hub before midnight
+        patterns.setdefault(route_key[trip], []).append(run)
     if not patterns and not services:
         raise ValueError(f"no service runs on {day:%Y%m%d} in this feed; its calendar covers {_calendar_span(tables)}")
     if not patterns:
@@ -283,7 +304,6 @@ def load_gtfs_scenario(
             f"no trips of route types {sorted(types)[:6]}... call at hub {hub!r} and continue beyond it on {day:%Y%m%d}"
         )
 
-    offsets = _expand_frequencies(trip_first, tables)
     # a trip of both days runs twice: today, and yesterday's run shifted back by a day
     shifts = {trip: [0.0] * (service_of[trip] in services) + [-DAY_MIN] * (service_of[trip] in earlier)
               for trip in trip_first}
@@ -298,8 +318,8 @@ def load_gtfs_scenario(
         shortest = min(counts, key=lambda s: (len(s), -counts[s]))
         express = tuple(s for s in shortest[1:] if s in base) if set(shortest) < set(base) else ()
         times = [p[2][0] + off + shift - start_of_day for p in runs for off in offsets[p[3]] for shift in shifts[p[3]]]
-        departures = sorted(t for t in times if 0 <= t <= horizon_min)
-        all_departures += times
+        departures = sorted(float(t) for t in times if 0 <= t <= horizon_min)
+        all_departures += [t for t in times if t + start_of_day >= 0]  # yesterday's before midnight: not today's
         for stations, arr, dep, _ in runs:
             for a, b, t_dep, t_arr in zip(stations, stations[1:], dep, arr[1:]):
                 if not (np.isnan(t_dep) or np.isnan(t_arr)):
