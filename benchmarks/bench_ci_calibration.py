@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.publish import write_results
 from benchmarks.stats import mean_ci
-
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {"BCa (default)": ("BCa", "percentile"), "percentile": ("percentile",)}
 
 
@@ -63,10 +61,7 @@ def markdown(rows: list[dict]) -> str:
 def main(out_dir: Path, reps: int = 1000) -> None:
     rows = run(reps=reps)
     text = markdown(rows)
-    for folder in (Path(out_dir), RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "ci_calibration.md").write_text(text)
-        (folder / "ci_calibration.json").write_text(json.dumps(rows, indent=1))
+    write_results(out_dir, "ci_calibration", rows, text)
     print(text)
 
 

@@ -75,6 +75,7 @@ from agents.train_rllib import load_rllib_policy, train_rllib
 from agents.train_sb3 import load_sb3_policy, train_sb3
 from benchmarks.experiment import load_experiment
 from benchmarks.lares_checkpoints import Checkpoints, build_checkpoints
+from benchmarks.publish import RESULTS, write_results
 from benchmarks.stats import mean_ci, paired_difference
 from envs.config import make_config
 from envs.latent_reasoning import CONTINUE, STOP, LatentReasoningConfig, LatentReasoningVectorEnv
@@ -86,7 +87,6 @@ from simulators.recsys.split import LeaveOneOutSplit, leave_one_out
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 DATASETS = {"ml-100k": "ml-100k", "beauty": "amazon-beauty/Beauty.txt"}
 ENV_ID = "recrail/LatentReasoning-v0"
 # compute cost per extra reasoning step, per dataset, chosen on validation users. ML-100K (the 3-epoch
@@ -453,16 +453,12 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
         res["timings"]["total_s"] = time.perf_counter() - t0
         results.append(res)
         print(markdown([res]), flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / f"{name}.json"  # datasets not rerun (``only``) keep their last results
     if previous.is_file():
         done = {r["dataset"] for r in results}
         kept = [r for r in json.loads(previous.read_text()) if r["dataset"] not in done]
         results = sorted(kept + results, key=lambda r: list(DATASETS).index(r["dataset"]))
-    for folder in (out_dir, RESULTS):
-        (folder / f"{name}.md").write_text(markdown(results))
-        (folder / f"{name}.json").write_text(json.dumps(results, indent=1, default=float))
+    write_results(out_dir, name, results, markdown(results))
 
 
 if __name__ == "__main__":

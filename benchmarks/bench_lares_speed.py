@@ -16,7 +16,6 @@ once with 1 and once with 2 torch threads.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +25,10 @@ import torch
 from scipy import stats
 
 from benchmarks.machine import machine_info
+from benchmarks.publish import write_results
 from envs.latent_reasoning import CONTINUE, LatentReasoningVectorEnv
 from simulators.recsys.lares import LARES, LARESConfig, save_lares
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 N_ITEMS, N_USERS, SEQ_LEN = 12101, 2000, 30
 
 
@@ -133,11 +131,7 @@ def main(out_dir: Path) -> None:
     """Measure with 1 and 2 torch threads; write ``lares_speed.md``/``.json`` to ``out_dir`` and ``benchmarks/results``."""
     results = [run(threads=1), run(threads=2)]
     text = "\n".join(markdown(r) for r in results)
-    out_dir = Path(out_dir)
-    for folder in (out_dir, RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "lares_speed.md").write_text(text)
-        (folder / "lares_speed.json").write_text(json.dumps(results, indent=1))
+    write_results(out_dir, "lares_speed", results, text)
     print(text)
 
 

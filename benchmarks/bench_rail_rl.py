@@ -16,7 +16,6 @@ to the output folder and the two summaries to ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from agents.baselines import baseline_names, make_baseline
 from agents.train_sb3 import train_sb3
 from benchmarks.experiment import load_experiment
 from benchmarks.harness import evaluate_policies, summarize
+from benchmarks.publish import write_results
 
 ENV_ID = "recrail/RailDisruption-v0"
-RESULTS = Path(__file__).resolve().parent / "results"
 TIMESTEPS = 150_000
 EPISODES = 60
 RLLIB_ITERATIONS = 20  # 80k env steps at the YAML's 4,000 per iteration: the README's RLlib row
@@ -131,10 +130,7 @@ def main(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rl
     out_dir = Path(out_dir)
     result = run(out_dir, timesteps, episodes, rllib_iterations)
     text = markdown(result)
-    for folder in (out_dir, RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "rail_rl.json").write_text(json.dumps(result, indent=2, default=float))
-        (folder / "rail_rl.md").write_text(text)
+    write_results(out_dir, "rail_rl", result, text)
     print(text)
 
 

@@ -15,7 +15,6 @@ Run: ``python -m benchmarks.bench_rail_speed`` (or ``recrail bench``); writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import replace
@@ -25,10 +24,10 @@ import numpy as np
 
 from agents.baselines.rail import random_masked_action
 from benchmarks.machine import machine_info
+from benchmarks.publish import RESULTS, write_results
 from envs.rail_disruption import RailDisruptionEnv
 from simulators.railway import default_scenario, synthetic_scenario
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_STEPS_PER_S = 5000
 TARGET_EPISODE_MS = 50
 
@@ -126,10 +125,7 @@ def markdown(results: dict) -> str:
 def main(out_dir: Path) -> None:
     results = run()
     text = markdown(results)
-    for folder in (Path(out_dir), RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "rail_speed.json").write_text(json.dumps(results, indent=2))
-        (folder / "rail_speed.md").write_text(text)
+    write_results(out_dir, "rail_speed", results, text)
     print(text)
 
 

@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from agents.baselines import baseline_names, make_baseline
 from agents.deeprec_curriculum import TwoStageRewardCallback, two_stage_rllib_callback
 from agents.train_sb3 import SB3TrainConfig, train_sb3
 from benchmarks.harness import evaluate_policies
+from benchmarks.publish import write_results
 from simulators.recsys.loaders import load_dataset
 from simulators.recsys.preference_trm import (
     TRMTrainConfig,
@@ -59,7 +59,6 @@ from simulators.recsys.text_encoder import make_text_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"
-RESULTS = REPO_ROOT / "benchmarks" / "results"
 ENV_ID = "recrail/TRMRetrieval-v0"
 DATASETS = {"synthetic": None, "ml-100k": "ml-100k", "beauty": "amazon-beauty"}
 TRM_BUDGET = {"ml-100k": TRMTrainConfig(epochs=8, max_minutes=10.0), "beauty": TRMTrainConfig(epochs=6, max_minutes=14.0)}
@@ -329,15 +328,6 @@ def main(out_dir: Path, argv: list[str] | None = None) -> None:
         for key in [k for k in ("synthetic", "beauty") if DATASETS[k] is None or (DATA / DATASETS[k]).is_dir()]:
             results["speed"][key] = measure_speed(key, out_dir, args)
     write_results(out_dir, "trm", results, markdown(results))
-
-
-def write_results(out_dir: Path, stem: str, results, text: str) -> None:
-    """``<out_dir>/<stem>.json`` and ``.md``, copied to ``benchmarks/results/``."""
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    (out_dir / f"{stem}.md").write_text(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in (f"{stem}.json", f"{stem}.md"):
-        shutil.copy(out_dir / name, RESULTS / name)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.bench_trm import DATA, DATASETS, trm_checkpoint, write_results
+from benchmarks.bench_trm import DATA, DATASETS, trm_checkpoint
+from benchmarks.publish import write_results
 from benchmarks.stats import mean_ci, paired_difference
 from envs.trm_retrieval import TARGET_FROM_END, TRMRetrievalConfig, user_pool
 from simulators.recsys.deeprec_protocol import LIST_SIZE, RETRIEVE_K, describing_phrases

@@ -24,15 +24,15 @@ draws; ``benchmarks.stats.paired_difference``). Writes ``lares_rank_stability_<d
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agents.baselines.latent_reasoning import DepthTraces, depth_traces, threshold_rule
-from benchmarks.bench_lares import BUDGET_STEPS, DATA, DATASETS, RESULTS
+from benchmarks.bench_lares import BUDGET_STEPS, DATA, DATASETS
 from benchmarks.lares_checkpoints import Checkpoints
+from benchmarks.publish import write_results
 from benchmarks.stats import paired_difference
 from envs.config import make_config
 from envs.latent_reasoning import STOP, LatentReasoningConfig
@@ -125,10 +125,7 @@ def main() -> None:
     res = run(a.dataset, a.ckpt_dir, a.draws, a.seed)
     text = markdown(res)
     print(text, flush=True)
-    for folder in (a.out, RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"lares_rank_stability_{a.dataset}.md").write_text(text)
-        (folder / f"lares_rank_stability_{a.dataset}.json").write_text(json.dumps(res, indent=1))
+    write_results(a.out, f"lares_rank_stability_{a.dataset}", res, text)
 
 
 if __name__ == "__main__":

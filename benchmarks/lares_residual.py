@@ -26,7 +26,6 @@ Writes ``lares_residual_<dataset>.md``/``.json`` to ``--out`` and ``benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -35,8 +34,9 @@ import pandas as pd
 import torch
 
 from agents.baselines.latent_reasoning import draw_seeds
-from benchmarks.bench_lares import DATA, DATASETS, RESULTS, ActFn, env_draws, greedy, ppo_sb3
+from benchmarks.bench_lares import DATA, DATASETS, ActFn, env_draws, greedy, ppo_sb3
 from benchmarks.lares_checkpoints import Checkpoints
+from benchmarks.publish import write_results
 from benchmarks.stats import mean_ci, paired_difference
 from envs.latent_reasoning import LatentReasoningVectorEnv
 from simulators.recsys.metrics import ndcg_at_k, recall_at_k
@@ -156,10 +156,7 @@ def main() -> None:
     res = run(a.dataset, a.ckpt_dir, a.ppo_timesteps, a.draws, a.seed, a.scales, a.dim, a.out)
     text = markdown(res)
     print(text, flush=True)
-    for folder in (a.out, RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"lares_residual_{a.dataset}.md").write_text(text)
-        (folder / f"lares_residual_{a.dataset}.json").write_text(json.dumps(res, indent=1, default=float))
+    write_results(a.out, f"lares_residual_{a.dataset}", res, text)
 
 
 if __name__ == "__main__":

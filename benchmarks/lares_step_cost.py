@@ -31,7 +31,6 @@ The chosen cost: the best paired difference among the costs whose steps ratio is
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,9 +40,10 @@ import numpy as np
 import torch
 
 from agents.baselines.latent_reasoning import draw_seeds
-from benchmarks.bench_lares import (DATA, DATASETS, RESULTS, ActFn, add_observation_flags, fixed_depth, greedy,
+from benchmarks.bench_lares import (DATA, DATASETS, ActFn, add_observation_flags, fixed_depth, greedy,
                                     env_draws, observation_config, ppo_rllib, ppo_sb3)
 from benchmarks.lares_checkpoints import Checkpoints
+from benchmarks.publish import write_results
 from benchmarks.stats import paired_difference
 from envs.config import make_config
 from envs.latent_reasoning import LatentReasoningConfig, LatentReasoningVectorEnv, load_reasoning_world
@@ -184,11 +184,7 @@ def main() -> None:
               observation_config(a))
     text = markdown(res)
     print(text, flush=True)
-    for folder in (a.out, RESULTS):
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = results_stem(a.dataset, a.library)
-        (folder / f"{stem}.md").write_text(text)
-        (folder / f"{stem}.json").write_text(json.dumps(res, indent=1, default=float))
+    write_results(a.out, results_stem(a.dataset, a.library), res, text)
 
 
 if __name__ == "__main__":
