@@ -2,11 +2,12 @@
 
 RLlib (2.60) merges the env runners' filter states by adding each runner's *whole* running statistics to
 the merged ones at every sync, although each runner started from the merged statistics of the sync
-before: old observations are counted again every iteration, the count grows geometrically and the
-mean drifts (the depth feature of LatentReasoning-v0: 2.28, 1.04, 0.80, 0.67, 0.60 over 5 iterations with
-one remote runner, about 2 without one). Here a runner reports what it pushed since the last sync (the
-filter's ``buffer``, which RLlib already keeps), the merge adds only that, and a runner's buffer empties
-when it receives the merged state. With no remote runner (the local one samples) nothing changes.
+before, and the merged mean drifts: the depth feature of LatentReasoning-v0 (PPO, 512 steps per
+iteration, one remote runner) had means 1.92, 0.89, 0.69, 0.59, 0.53 after iterations 1-5, against 1.92,
+1.82, 1.82, 1.82, 1.84 with this class (and ~1.87 with the local runner sampling). Here a runner reports
+what it pushed since the last sync (the filter's ``buffer``, which RLlib already keeps), the merge adds
+only that, and a runner's buffer empties when it receives the merged state. With no remote runner (the
+local one samples) nothing changes.
 """
 
 from __future__ import annotations

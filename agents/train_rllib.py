@@ -5,9 +5,10 @@ Env runners are separate processes: they build the env as ``gym.make("envs:<id>"
 imports and registers recrail there too. ``module`` names a custom RLModule of
 :data:`CUSTOM_MODULES` instead of RLlib's default MLP, e.g. ``"phrase_scoring"`` (the phrase-scoring
 PPO policy with action masks of :mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
-``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector (with the
-merge across remote env runners fixed: :mod:`agents.rllib_mean_std`); its statistics are frozen at the end of training, kept in the checkpoint and applied by
-:class:`RLlibPolicy` (as SB3's ``VecNormalize`` is by :class:`agents.train_sb3.SB3Policy`).
+``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector (its
+merge across remote env runners fixed: :mod:`agents.rllib_mean_std`); its statistics are frozen at the end
+of training, kept in the checkpoint and applied by :class:`RLlibPolicy` (as SB3's ``VecNormalize`` is by
+:class:`agents.train_sb3.SB3Policy`).
 """
 
 from __future__ import annotations

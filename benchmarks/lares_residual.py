@@ -1,9 +1,10 @@
 """Latent steering: does an RL agent that refines LARES's latent state rank the held-out item higher?
 
 ``recrail/LatentReasoning-v0`` has a second action mode, ``residual``: before each of the model's 4
-reasoning steps after the first (3 actions; ``reset`` applies step 1) the agent adds ``residual_scale * a @ P`` to the last position's state (``a`` in
-``[-1, 1]^residual_dim``, ``P`` a fixed projection with orthonormal rows), exploring latent space as
-RPT's rollouts do, but per user at inference time with the weights frozen. This benchmark measures it.
+reasoning steps after the first (3 actions; ``reset`` applies step 1) the agent adds
+``residual_scale * a @ P`` to the last position's state (``a`` in ``[-1, 1]^residual_dim``, ``P`` a fixed
+projection with orthonormal rows), exploring latent space as RPT's rollouts do, but per user at
+inference time with the weights frozen. This benchmark measures it.
 
 Protocol, per dataset:
 

@@ -109,8 +109,8 @@ class TRMRetrievalConfig:
                     "an int >= 0")
         check_field(self, "ranker_preference_weight",
                     is_finite(self.ranker_preference_weight) and self.ranker_preference_weight >= 0, "a float >= 0")
-        check_field(self, "planner_knowledge", is_finite(self.planner_knowledge) and 0.0 <= self.planner_knowledge <= 1.0,
-                    "a float in [0, 1]")
+        check_field(self, "planner_knowledge",
+                    is_finite(self.planner_knowledge) and 0.0 <= self.planner_knowledge <= 1.0, "a float in [0, 1]")
         check_field(self, "potential_shaping", isinstance(self.potential_shaping, bool), "True or False")
         check_field(self, "data_path", self.data_path is None or isinstance(self.data_path, str),
                     "None or a path string")

@@ -237,10 +237,12 @@ class RailwayModel:
         """
         modes, consists = np.asarray(modes).tolist(), np.asarray(consists).tolist()
         ok = (isinstance(modes, list) and isinstance(consists, list) and len(modes) == len(consists) == self.n_routes
-              and all(type(m) is int and 0 <= m < N_MODES for m in modes) and all(type(c) is int and c in (1, 2) for c in consists))
+              and all(type(m) is int and 0 <= m < N_MODES for m in modes)
+              and all(type(c) is int and c in (1, 2) for c in consists))
         if not ok:
             raise ValueError(f"modes {modes!r} and consists {consists!r} are invalid; allowed: {self.n_routes} integer "
-                             f"modes in 0..{N_MODES - 1} ({', '.join(MODE_NAMES)}) and {self.n_routes} consists in (1, 2) units")
+                             f"modes in 0..{N_MODES - 1} ({', '.join(MODE_NAMES)}) and {self.n_routes} consists "
+                             "in (1, 2) units")
         result = EpochResult()
         mask = self.mode_mask()
         patterns = self.compiled.patterns[self.state]
