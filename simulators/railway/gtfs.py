@@ -4,9 +4,9 @@ Given the hub's stop name and a service date, the importer keeps the rail-like r
 ``route_type`` tram 0, subway 1, rail 2, monorail 12 and the extended 100-199, 400-499, 900-999
 types, or the types you pass) whose trips on that date call at the hub and continue beyond it (with the
 previous service day's trips that leave the hub past 24:00, i.e. after midnight of that date).
-Trips are grouped into routes by ``(route_id, direction_id)``, then by the way they run (trips that share a
-station beyond the hub), so a feed without ``direction_id`` still gives each direction its route; a
-branch of the same direction is folded into its longest pattern. A route's stops are the downstream
+Trips are grouped into routes by ``(route_id, direction_id)``, then by the way they run (trips that call at
+shared stations beyond the hub in the same order), so a feed without ``direction_id`` still gives each
+direction its route, circle lines too; a branch of the same direction is folded into its longest pattern. A route's stops are the downstream
 part of its longest stopping pattern, its express stops those of its shortest pattern (when that
 is a sub-pattern), its timetable the hub departures inside the episode window (``frequencies.txt``
 trips are expanded), and section running times the median over trips. Stations are parent stations,
