@@ -3,9 +3,10 @@
 Paired differences are drawn under the null (mean 0, symmetric) in the shapes evaluations produce:
 continuous (normal, skewed exponential) and sparse, where most episodes or users tie (two policies that
 act alike differ on a few of them: a share ``p`` differs, by +-1 or by a normal amount). For each shape,
-``reps`` samples of ``n`` differences get a CI from :func:`benchmarks.stats.mean_ci` with BCa (the
-default, falling back to percentile where BCa is undefined) and with the percentile method alone; the
-table gives the share of CIs that exclude 0.
+``reps`` samples of ``n`` differences get a CI from :func:`benchmarks.stats.mean_ci` with BCa (falling
+back to percentile where BCa is undefined) and with the percentile method (the default since this
+table: BCa's rate on the sparse shapes is 2-3 times the nominal one at 100 samples); the table gives
+the share of CIs that exclude 0. n = 1,000 is about ML-100K's 943 test users.
 
     nice -n 10 .venv/bin/python -m benchmarks.bench_ci_calibration --out runs/ci_calibration
 """
@@ -21,7 +22,7 @@ import numpy as np
 
 from benchmarks.publish import write_results
 from benchmarks.stats import mean_ci
-METHODS = {"BCa (default)": ("BCa", "percentile"), "percentile": ("percentile",)}
+METHODS = {"BCa": ("BCa", "percentile"), "percentile (default)": ("percentile",)}
 
 
 def null_sample(shape: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -37,7 +38,7 @@ def null_sample(shape: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return d
 
 
-def run(ns: tuple[int, ...] = (30, 100), reps: int = 1000, seed: int = 0) -> list[dict]:
+def run(ns: tuple[int, ...] = (30, 100, 1000), reps: int = 1000, seed: int = 0) -> list[dict]:
     shapes = ("normal", "exponential", "sparse-sign-0.04", "sparse-sign-0.1", "sparse-normal-0.04", "sparse-normal-0.1")
     rng, rows = np.random.default_rng(seed), []
     with warnings.catch_warnings():

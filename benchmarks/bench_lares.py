@@ -191,11 +191,16 @@ def row(name: str, users: np.ndarray, ranks: np.ndarray, steps: np.ndarray | Non
     per_user = pd.DataFrame({"policy": name, "user": users, "NDCG@10": ndcg, "Recall@10": recall,
                              "steps": np.nan if steps is None else steps})
     out = {"policy": name, "users": r.shape[1], "note": note, "per_user": per_user}
-    for key, vals in (("NDCG@10", ndcg), ("Recall@10", recall)):
-        ci = mean_ci(vals, methods=("percentile",))
-        out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
+    _set_cis(out, per_user)
     out["steps"] = float(np.mean(steps)) if steps is not None else None
     return out
+
+
+def _set_cis(out: dict, per_user: pd.DataFrame) -> None:
+    """A row's NDCG@10 and Recall@10 means with their CIs (``<metric>``, ``_lo``, ``_hi``), over its users."""
+    for key in ("NDCG@10", "Recall@10"):
+        ci = mean_ci(per_user[key].to_numpy())
+        out[key], out[f"{key}_lo"], out[f"{key}_hi"] = ci.estimate, ci.low, ci.high
 
 
 @torch.no_grad()
@@ -386,17 +391,38 @@ def _finish(key: str, split: LeaveOneOutSplit, histories: dict[str, list], rows:
     by_name = {r["policy"]: r.pop("per_user").set_index("user") for r in rows}
     (out_dir / key).mkdir(parents=True, exist_ok=True)
     pd.concat(by_name.values()).to_csv(out_dir / key / PER_USER)
+    return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
+            "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired_rows(by_name, rows),
+            "timings": timings, **recorded}
+
+
+def paired_rows(by_name: dict[str, pd.DataFrame], rows: list[dict]) -> list[dict]:
+    """The paired NDCG@10 differences of the :data:`PAIRS` present (per-user frames indexed by user)."""
     steps = {r["policy"]: r["steps"] for r in rows}
     paired = []
     for a, b in PAIRS:
         if a in by_name and b in by_name:
-            d = paired_difference(by_name[a]["NDCG@10"], by_name[b]["NDCG@10"])
+            d = paired_difference(by_name[a]["NDCG@10"], by_name[b]["NDCG@10"].loc[by_name[a].index])
             ratio = (steps[a] / steps[b]) if steps[b] else None
             paired.append({"a": a, "b": b, "users": len(by_name[a]), "NDCG@10_diff": d.estimate,
                            "lo": d.low, "hi": d.high, "steps_ratio": ratio})
-    return {"dataset": key, "data": split.dataset.summary(), "spt_meta": histories["LARES-SPT"],
-            "rpt_meta": histories["LARES-SPT+RPT"], "rows": rows, "paired": paired, "timings": timings,
-            **recorded}
+    return paired
+
+
+def recompute_record(record: dict, run_dir: Path) -> dict:
+    """A dataset's record from a run folder with its CIs and paired differences recomputed from the run's
+    per-user table by the current :mod:`benchmarks.stats` (a run re-read after the statistics changed)."""
+    path = Path(run_dir) / record["dataset"] / PER_USER
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run predates per-user tables, its CIs cannot be recomputed")
+    by_name = {name: g for name, g in pd.read_csv(path, index_col="user").groupby("policy", sort=False)}
+    missing = sorted({r["policy"] for r in record["rows"]} - set(by_name))
+    if missing:
+        raise ValueError(f"{path} has no per-user metrics of {missing}; it has {sorted(by_name)}")
+    rows = [dict(r) for r in record["rows"]]
+    for r in rows:
+        _set_cis(r, by_name[r["policy"]])
+    return {**record, "rows": rows, "paired": paired_rows(by_name, rows)}
 
 
 def markdown(results: list[dict]) -> str:
@@ -435,24 +461,32 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = None,
-         settings: BenchSettings = BenchSettings()) -> None:
+         settings: BenchSettings = BenchSettings(), recompute_from: Path | None = None) -> None:
     """Run every dataset (or ``only``), write ``lares.md``/``lares.json`` to ``out_dir`` and ``benchmarks/results``
     (``lares_models.md``/``.json`` with ``models_only``: the SASRec / SPT / RPT rows, no env policies;
-    ``lares_env.md``/``.json`` with ``env_only``: the env policies only)."""
+    ``lares_env.md``/``.json`` with ``env_only``: the env policies only). ``recompute_from``: run nothing, take
+    that run folder's records (of ``only``, else all) with their CIs recomputed (:func:`recompute_record`)."""
     name = RECORD_NAMES["models" if settings.models_only else "env" if settings.env_only else "full"]
     torch.set_num_threads(1)  # small models on a shared CPU: one thread is several times faster
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / "checkpoints"
     results = []
-    for key in only or list(DATASETS):
-        if not (DATA / DATASETS[key]).exists():
-            print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
-            continue
-        t0 = time.perf_counter()
-        res = run_dataset(key, out_dir, ckpt_dir, settings)
-        res["timings"]["total_s"] = time.perf_counter() - t0
-        results.append(res)
-        print(markdown([res]), flush=True)
+    if recompute_from is not None:
+        records = json.loads((Path(recompute_from) / f"{name}.json").read_text())
+        results = [recompute_record(r, recompute_from) for r in records if r["dataset"] in (only or DATASETS)]
+        if not results:
+            raise ValueError(f"{recompute_from}/{name}.json has no results of {only or list(DATASETS)}")
+        print(markdown(results))
+    else:
+        for key in only or list(DATASETS):
+            if not (DATA / DATASETS[key]).exists():
+                print(f"skipping {key}: {DATA / DATASETS[key]} is absent")
+                continue
+            t0 = time.perf_counter()
+            res = run_dataset(key, out_dir, ckpt_dir, settings)
+            res["timings"]["total_s"] = time.perf_counter() - t0
+            results.append(res)
+            print(markdown([res]), flush=True)
     previous = RESULTS / f"{name}.json"  # datasets not rerun (``only``) keep their last results
     if previous.is_file():
         done = {r["dataset"] for r in results}
@@ -481,6 +515,9 @@ if __name__ == "__main__":
                         help="load the PPO agents a previous run saved under --out (same seed and settings) "
                              "instead of training them: re-evaluation under a changed protocol")
     add_observation_flags(parser)
+    parser.add_argument("--recompute-from", type=Path, default=None,
+                        help="run nothing: recompute the CIs and paired differences of this earlier --out folder "
+                             "from its per-user tables with the current statistics, and publish them")
     parser.add_argument("--calibration-fold", type=int, choices=range(N_FOLDS), default=None,
                         help=f"train the PPO agents without the validation users u %% {N_FOLDS} == this fold and "
                              "calibrate their budget thresholds on that fold (default: all validation users)")
@@ -492,9 +529,9 @@ if __name__ == "__main__":
     parser.add_argument("--env-only", action="store_true",
                         help="only the env policies on the SPT checkpoint (-> lares_env.md); builds no other checkpoint")
     a = vars(parser.parse_args())
-    where = {name: a.pop(name) for name in ("out", "ckpt_dir", "only")}
+    where = {name: a.pop(name) for name in ("out", "ckpt_dir", "only", "recompute_from")}
     try:
         settings = BenchSettings(**a)
     except ValueError as exc:
         parser.error(str(exc))
-    main(where["out"], where["ckpt_dir"], where["only"], settings)
+    main(where["out"], where["ckpt_dir"], where["only"], settings, where["recompute_from"])

@@ -6,7 +6,8 @@ difference's 95% CI reaches 0 or lies above it) at no more than 70% of depth 4's
 per run with its budget threshold's selection (``--budget-select``; runs before the option selected on NDCG@10)
 and every halting row's difference [CI] (steps ratio), bold when met, the met count per row, and how far each
 calibrated row's test NDCG@10 fell below its NDCG@10 on the users it was calibrated on (from the row's note,
-``bench_lares.CALIBRATION_NOTE``): a large drop marks a policy fitted to those users.
+``bench_lares.CALIBRATION_NOTE``): a large drop marks a policy fitted to those users. ``--recompute`` re-derives
+the CIs from the runs' per-user tables with the current :mod:`benchmarks.stats`.
 
     python -m benchmarks.halting_seeds runs/nl_s0 runs/nl_s1 runs/nl_s2 --dataset ml-100k
 """
@@ -17,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.bench_lares import BUDGET_STEPS, CALIBRATION_NOTE, DATASETS, PAIRS, RECORD_NAMES
+from benchmarks.bench_lares import BUDGET_STEPS, CALIBRATION_NOTE, DATASETS, PAIRS, RECORD_NAMES, recompute_record
 
 ROWS = tuple(a for a, b in PAIRS if b == "fixed_depth_4")  # the halting rows the bench pairs with depth 4
 MAX_STEPS_RATIO = round(BUDGET_STEPS / 4, 6)  # the issue's budget: 70% of fixed depth 4's steps
@@ -81,5 +82,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="bench_lares --out folders")
     parser.add_argument("--dataset", choices=list(DATASETS), default="ml-100k")
+    parser.add_argument("--recompute", action="store_true",
+                        help="recompute the CIs from each run's per-user table with the current statistics "
+                             "(runs recorded before a change of the CI method)")
     args = parser.parse_args()
-    print(table({run.name: load_record(run, args.dataset) for run in args.runs}))
+    records = {run.name: load_record(run, args.dataset) for run in args.runs}
+    if args.recompute:
+        records = {run.name: recompute_record(records[run.name], run) for run in args.runs}
+    print(table(records))

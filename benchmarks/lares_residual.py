@@ -79,7 +79,7 @@ def summarize(per_user: pd.DataFrame) -> list[dict]:
     for name, g in by.items():
         out = {"policy": name, "users": len(g)}
         for metric in ("NDCG@10", "Recall@10"):
-            ci = mean_ci(g[metric].to_numpy(), methods=("percentile",))
+            ci = mean_ci(g[metric].to_numpy())
             out[metric], out[f"{metric}_lo"], out[f"{metric}_hi"] = ci.estimate, ci.low, ci.high
             if name != REFERENCE:
                 d = paired_difference(g[metric], ref[metric].loc[g.index])  # paired by user

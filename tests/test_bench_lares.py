@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
-from benchmarks.bench_lares import BenchSettings, _finish, draw_seeds, row
+from benchmarks import bench_lares
+from benchmarks.bench_lares import BenchSettings, _finish, draw_seeds, recompute_record, row
 from benchmarks.compare_runs import compare, load_per_user
+from benchmarks.stats import Interval
 from envs.latent_reasoning import LatentReasoningConfig
 
 
@@ -52,6 +54,31 @@ def test_results_keep_per_user_metrics_and_pair_on_them(tmp_path):
     assert len(table) == 6 and list(table[table["policy"] == "fixed_depth_4"]["user"]) == [3, 5, 8]
     same = compare(table, table)
     assert list(same["A - B"]) == [0.0, 0.0] and list(same["users"]) == [3, 3]
+
+
+def test_a_record_is_recomputed_from_its_per_user_table(tmp_path, monkeypatch):
+    """Re-reading a run recomputes every CI from the per-user table by the current statistics, pairs by user."""
+    users = np.arange(40)
+    ranks = np.random.default_rng(0).integers(0, 30, size=(2, 40))
+    rows = [row("fixed_depth_4", users, ranks[0], np.full(40, 4.0)),
+            row("state-change halting", users, ranks[1], np.full(40, 2.0))]
+    split = SimpleNamespace(dataset=SimpleNamespace(summary=lambda: {"users": 40}))
+    res = _finish("ml-100k", split, {"LARES-SPT": [], "LARES-SPT+RPT": []}, rows, {}, {"seed": 0}, tmp_path)
+    same = recompute_record(res, tmp_path)  # same statistics: the same record, up to the table's float32 text
+    for key in ("NDCG@10", "NDCG@10_lo", "Recall@10_hi", "steps"):
+        assert [r[key] for r in same["rows"]] == pytest.approx([r[key] for r in res["rows"]], rel=1e-6)
+    for key in ("NDCG@10_diff", "lo", "hi", "steps_ratio"):
+        assert same["paired"][0][key] == pytest.approx(res["paired"][0][key], rel=1e-6)
+    monkeypatch.setattr(bench_lares, "mean_ci", lambda v: Interval(-1.0, -2.0, -0.5))
+    monkeypatch.setattr(bench_lares, "paired_difference", lambda a, b: Interval(float((a - b).sum()), 0.0, 0.0))
+    again = recompute_record(res, tmp_path)
+    assert again["rows"][0]["NDCG@10_lo"] == -2.0 and again["rows"][1]["Recall@10_hi"] == -0.5
+    expected = rows[1]["NDCG@10"] * 40 - res["rows"][0]["NDCG@10"] * 40  # the sum of per-user differences
+    assert again["paired"][0]["NDCG@10_diff"] == pytest.approx(expected) and again["paired"][0]["steps_ratio"] == 0.5
+    with pytest.raises(FileNotFoundError, match="predates per-user tables"):
+        recompute_record(res, tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"no per-user metrics of \['PPO halting \(SB3\)'\]"):
+        recompute_record({**res, "rows": res["rows"] + [{"policy": "PPO halting (SB3)"}]}, tmp_path)
 
 
 def test_draw_seeds_keep_the_single_draw_seed():
