@@ -3,8 +3,10 @@
 Runs locally on the machine's CPUs by default and joins an existing Ray cluster with ``address``.
 Env runners are separate processes: they build the env as ``gym.make("envs:<id>")``, which
 imports and registers recrail there too. ``module`` names a custom RLModule of
-:data:`CUSTOM_MODULES` instead of RLlib's default MLP, e.g. ``"phrase_scoring"`` (the phrase-scoring
-PPO policy with action masks of :mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
+:data:`CUSTOM_MODULES` instead of RLlib's default MLP: ``"masked_mlp"`` (MaskablePPO's MLP with the env's
+action masks, :mod:`agents.masked_mlp_rl_module`, for any env with ``action_masks()``, e.g.
+``recrail/RailDisruption-v0``) or ``"phrase_scoring"`` (the phrase-scoring PPO policy with action masks of
+:mod:`agents.phrase_rl_module`, for ``recrail/TRMRetrieval-v0``).
 ``normalize_obs`` standardizes observations with RLlib's ``MeanStdFilter`` env-to-module connector (its
 merge across remote env runners fixed: :mod:`agents.rllib_mean_std`); its statistics are frozen at the end
 of training, kept in the checkpoint and applied by :class:`RLlibPolicy` (as SB3's ``VecNormalize`` is by
@@ -37,9 +39,10 @@ ALGORITHMS = {
     "dqn": "ray.rllib.algorithms.dqn:DQNConfig",
     "sac": "ray.rllib.algorithms.sac:SACConfig",
 }
-# RLModules named by `module`: name -> (class path, env method giving the layout put in its model_config).
-# They read masked observations, so their envs are made by `agents.phrase_rl_module.masked_env`.
-CUSTOM_MODULES = {"phrase_scoring": ("agents.phrase_rl_module:PhraseScoringRLModule", "phrase_feature_layout")}
+# RLModules named by `module`: name -> (class path, env method giving the layout put in its model_config, or
+# None). They read masked observations, so their envs are made by `agents.rllib_action_mask.masked_env`.
+CUSTOM_MODULES = {"phrase_scoring": ("agents.phrase_rl_module:PhraseScoringRLModule", "phrase_feature_layout"),
+                  "masked_mlp": ("agents.masked_mlp_rl_module:MaskedMLPRLModule", None)}
 MODULE_SUBPATH = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 CONNECTOR_SUBPATH = Path("env_runner") / "env_to_module_connector"
 MEAN_STD_FILTER = "MeanStdFilter"  # the connector's name in its pipeline's state
@@ -174,7 +177,7 @@ class RLlibPolicy:
 
     def act(self, obs: Any, env: gym.Env) -> Any:
         if self._masked:
-            from agents.phrase_rl_module import with_action_mask
+            from agents.rllib_action_mask import with_action_mask
 
             masked = with_action_mask(obs, env)
             action = self._greedy({k: torch.as_tensor(np.asarray(v, np.float32)[None]) for k, v in masked.items()})[0]
@@ -211,14 +214,14 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
     else:
         from ray.tune.registry import register_env
 
-        from agents.phrase_rl_module import masked_env
+        from agents.rllib_action_mask import masked_env
 
         path, layout_method = CUSTOM_MODULES[config.module]
         probe = gym.make(env, **config.env_kwargs).unwrapped  # the layout is a property of the env's config
-        if not callable(getattr(probe, layout_method, None)):
-            raise ValueError(f"module {config.module!r} needs an env with {layout_method}() (recrail/TRMRetrieval-v0); "
-                             f"{env_id} has none")
-        layout = getattr(probe, layout_method)()
+        for method in ("action_masks", layout_method):
+            if method is not None and not callable(getattr(probe, method, None)):
+                raise ValueError(f"module {config.module!r} needs an env with {method}(); {env_id} has none")
+        layout = getattr(probe, layout_method)() if layout_method else {}
         probe.close()
         module = {"rl_module_spec": RLModuleSpec(module_class=_import(path), model_config={**layout, **config.model})}
         # Ray's registry hands the creator (by reference: env runners import it and recrail themselves) to the runners.
@@ -254,9 +257,11 @@ def _check_settings(env_id: str, config: RLlibTrainConfig) -> None:
                          "choose 'sync' or 'async'")
     if config.module is None:
         model_keys = {f.name for f in fields(DefaultModelConfig)}
-        unknown_model = sorted(set(config.model) - model_keys)
-        if unknown_model:
-            raise ValueError(f"rllib model has no settings {unknown_model}; allowed: {sorted(model_keys)}")
+    else:  # a custom module's settings: its DEFAULT_MODEL_CONFIG (RLlib adds keys of its own, so it cannot check)
+        model_keys = set(importlib.import_module(CUSTOM_MODULES[config.module][0].split(":")[0]).DEFAULT_MODEL_CONFIG)
+    unknown_model = sorted(set(config.model) - model_keys)
+    if unknown_model:
+        raise ValueError(f"rllib model has no settings {unknown_model}; allowed: {sorted(model_keys)}")
     cls = _import(ALGORITHMS[config.algo])
     allowed = {name for klass in cls.__mro__ if "training" in vars(klass)
                for name in inspect.signature(vars(klass)["training"]).parameters} - {"self", "kwargs"}

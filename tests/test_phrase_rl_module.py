@@ -7,7 +7,8 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from agents.phrase_rl_module import ActionMaskObservation, PhraseScoringRLModule
+from agents.phrase_rl_module import PhraseScoringRLModule
+from agents.rllib_action_mask import ActionMaskObservation
 from agents.train_rllib import RLlibTrainConfig, _algorithm_config, load_rllib_policy, train_rllib
 from benchmarks.harness import run_episode
 from envs.trm_retrieval import TRMRetrievalEnv
