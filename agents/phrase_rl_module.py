@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import MlpExtractor
@@ -37,6 +38,8 @@ class PhraseScoringRLModule(MaskedMLPRLModule):
 
     def setup(self) -> None:
         spaces = check_masked_space(self.observation_space)
+        if not isinstance(self.action_space, gym.spaces.Discrete):
+            raise ValueError(f"action space {self.action_space} is not allowed; allowed: Discrete (a call per phrase)")
         cfg = {**DEFAULT_MODEL_CONFIG, **(self.model_config or {})}
         missing = [k for k in ("n_phrases", "phrase_blocks") if k not in cfg]
         if missing:

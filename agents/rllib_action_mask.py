@@ -31,8 +31,21 @@ def mask_size(space: gym.Space) -> int:
 
 
 def with_action_mask(obs: Any, env: gym.Env) -> dict[str, Any]:
-    """The masked observation of ``obs``: the env's current ``action_masks()`` beside it."""
-    return {MASK_KEY: np.asarray(env.unwrapped.action_masks(), dtype=np.float32), OBS_KEY: obs}
+    """The masked observation of ``obs``: the env's current ``action_masks()`` (flattened) beside it. A mask
+    of the wrong size, or one leaving a component no allowed choice, is an error: RLlib would sample a
+    masked action from it without a word."""
+    space = env.unwrapped.action_space
+    mask = np.asarray(env.unwrapped.action_masks(), dtype=np.float32).reshape(-1)
+    if mask.size != mask_size(space):
+        raise ValueError(f"action_masks() gave {mask.size} entries for {space}; need {mask_size(space)}, "
+                         "one per action (per choice of every component)")
+    sizes = space.nvec if isinstance(space, gym.spaces.MultiDiscrete) else [space.n]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    empty = np.flatnonzero(np.maximum.reduceat(mask, starts) < 0.5)
+    if empty.size:
+        raise ValueError(f"action_masks() allows no choice in component(s) {empty.tolist()} of {space}; "
+                         "every component needs at least one")
+    return {MASK_KEY: mask, OBS_KEY: obs}
 
 
 class ActionMaskObservation(gym.ObservationWrapper):

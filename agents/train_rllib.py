@@ -214,16 +214,17 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
     else:
         from ray.tune.registry import register_env
 
-        from agents.rllib_action_mask import masked_env
+        from agents.rllib_action_mask import mask_size, masked_env
 
         path, layout_method = CUSTOM_MODULES[config.module]
         probe = gym.make(env, **config.env_kwargs).unwrapped  # the layout is a property of the env's config
         for method in ("action_masks", layout_method):
             if method is not None and not callable(getattr(probe, method, None)):
                 raise ValueError(f"module {config.module!r} needs an env with {method}(); {env_id} has none")
+        mask_size(probe.action_space)  # a space that cannot be masked fails here, before Ray starts
         layout = getattr(probe, layout_method)() if layout_method else {}
         probe.close()
-        module = {"rl_module_spec": RLModuleSpec(module_class=_import(path), model_config={**layout, **config.model})}
+        module = {"rl_module_spec": RLModuleSpec(module_class=_import(path), model_config={**config.model, **layout})}
         # Ray's registry hands the creator (by reference: env runners import it and recrail themselves) to the runners.
         register_env(f"masked:{env}", partial(masked_env, env))
         env = f"masked:{env}"
@@ -246,8 +247,9 @@ def _algorithm_config(env_id: str, config: RLlibTrainConfig):
 
 def _check_settings(env_id: str, config: RLlibTrainConfig) -> None:
     """Reject, before Ray starts, what would fail only once the cluster is up: ``training`` keys the algorithm's
-    ``training()`` (over its class hierarchy) does not take, ``model`` keys RLlib's default model does not have,
-    and the native vectorization for an env without a ``vector_entry_point``."""
+    ``training()`` (over its class hierarchy) does not take, ``model`` keys the module does not have (RLlib's
+    default model's, or a custom module's ``DEFAULT_MODEL_CONFIG``; the env's layout is not a setting), and the
+    native vectorization for an env without a ``vector_entry_point``."""
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     import envs  # noqa: F401  (registers the ids the spec lookup needs)

@@ -497,7 +497,8 @@ def main(out_dir: Path, ckpt_dir: Path | None = None, only: list[str] | None = N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/lares"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: runs/lares; with --recompute-from, that folder)")
     parser.add_argument("--ckpt-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", choices=list(DATASETS))
     parser.add_argument("--ppo-timesteps", type=int, default=BenchSettings.ppo_timesteps)
@@ -530,6 +531,8 @@ if __name__ == "__main__":
                         help="only the env policies on the SPT checkpoint (-> lares_env.md); builds no other checkpoint")
     a = vars(parser.parse_args())
     where = {name: a.pop(name) for name in ("out", "ckpt_dir", "only", "recompute_from")}
+    if where["out"] is None:  # a recomputed run is rewritten in place, beside the per-user tables it came from
+        where["out"] = where["recompute_from"] or Path("runs/lares")
     try:
         settings = BenchSettings(**a)
     except ValueError as exc:

@@ -2,7 +2,7 @@
 
 Trains MaskablePPO (``agents.train_sb3``, hyperparameters from
 ``benchmarks/configs/RailDisruption-v0.yaml``) on the ``train`` family, optionally RLlib PPO
-(``agents.train_rllib``, 2 env runners, MaskablePPO's network, action masks and settings), then evaluates every policy and every registered
+(``agents.train_rllib``, 2 env runners, MaskablePPO's network and action masks, matched settings), then evaluates every policy and every registered
 baseline on the same ``episodes`` seeds of the held-out ``test`` family
 (``benchmarks.harness.evaluate_policies``). Reports the seed paper's triple per policy (demand
 satisfied, share of rolling stock used, overcrowding) and the paired difference of the return
@@ -16,6 +16,7 @@ to the output folder and the two summaries to ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from benchmarks.publish import write_results
 ENV_ID = "recrail/RailDisruption-v0"
 TIMESTEPS = 150_000
 EPISODES = 60
-RLLIB_ITERATIONS = 147  # 150,528 env steps at the YAML's 1,024 per iteration: MaskablePPO's 150k
 AGENTS = {"maskable_ppo": "MaskablePPO", "rllib_ppo": "RLlib PPO"}  # trained here -> their names in the report
 EVAL_SEED = 100_000  # the training runs never see these seeds (and train on another family)
 COLUMNS = {  # metric -> (header, format)
@@ -47,7 +47,8 @@ COLUMNS = {  # metric -> (header, format)
 }
 
 
-def run(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rllib_iterations: int = RLLIB_ITERATIONS) -> dict:
+def run(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rllib_iterations: int | None = None) -> dict:
+    """Train, evaluate, pair; ``rllib_iterations`` None: the YAML's (147 x 1,024 steps, MaskablePPO's 150k), 0: no RLlib."""
     # Small MLPs: one torch thread is faster than several fighting over 2 shared cores.
     torch.set_num_threads(1)
     experiment = load_experiment(ENV_ID)
@@ -56,12 +57,14 @@ def run(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rll
     sb3_config = experiment.sb3_config("maskable_ppo", timesteps=timesteps, out_dir=out_dir / "maskable_ppo", progress=False)
     policies = {"maskable_ppo": train_sb3(ENV_ID, sb3_config)}
     timings["maskable_ppo_train_s"] = time.perf_counter() - start
+    rllib_config = experiment.rllib_config("ppo", out_dir=out_dir / "rllib_ppo", progress=False)
+    if rllib_iterations is None:
+        rllib_iterations = rllib_config.iterations
     if rllib_iterations:
         from agents.train_rllib import train_rllib  # Ray is slow to import: only when asked
 
         start = time.perf_counter()
-        rllib_config = experiment.rllib_config("ppo", iterations=rllib_iterations, out_dir=out_dir / "rllib_ppo",
-                                               progress=False)
+        rllib_config = dataclasses.replace(rllib_config, iterations=rllib_iterations)
         policies["rllib_ppo"] = train_rllib(ENV_ID, rllib_config)
         timings["rllib_ppo_train_s"] = time.perf_counter() - start
     baselines = baseline_names(ENV_ID)
@@ -127,7 +130,7 @@ def markdown(result: dict) -> str:
                      f"**{d['mean']:+.2f}**, 95% CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], which {verdict}.")
     d = result["return_diff_rllib_vs_maskable"]
     if d is not None:
-        lines.append(f"RLlib PPO minus MaskablePPO (the same network, masks and settings): {d['mean']:+.2f}, "
+        lines.append(f"RLlib PPO minus MaskablePPO (the same network and masks, matched settings): {d['mean']:+.2f}, "
                      f"95% CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}].")
     lines += [
         "",
@@ -139,7 +142,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rllib_iterations: int = RLLIB_ITERATIONS) -> None:
+def main(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rllib_iterations: int | None = None) -> None:
     out_dir = Path(out_dir)
     result = run(out_dir, timesteps, episodes, rllib_iterations)
     text = markdown(result)
@@ -152,6 +155,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("runs/bench_rail_rl"))
     parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
     parser.add_argument("--episodes", type=int, default=EPISODES)
-    parser.add_argument("--rllib-iterations", type=int, default=RLLIB_ITERATIONS, help="0: no RLlib agent")
+    parser.add_argument("--rllib-iterations", type=int, default=None,
+                        help="RLlib PPO iterations (default: the YAML's); 0: no RLlib agent")
     args = parser.parse_args()
     main(args.out, args.timesteps, args.episodes, args.rllib_iterations)

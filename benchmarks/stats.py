@@ -44,8 +44,8 @@ def mean_ci(
     methods: tuple[str, ...] = ("percentile",),
 ) -> Interval:
     """Mean with a bootstrap CI: the first of ``methods`` (scipy's names) that gives a finite interval.
-    Percentile by default: on paired differences where most users tie, BCa excluded a zero mean in
-    10-16% of null samples of 100 instead of 5% (``benchmarks/results/ci_calibration.md``); BCa is also
+    Percentile by default: on paired differences where most users tie, BCa excluded a zero mean in up
+    to 16% of null samples of 100 instead of 5% (``benchmarks/results/ci_calibration.md``); BCa is also
     undefined for some samples (two distinct values), so ``("BCa", "percentile")`` falls back. One value
     has no interval: its bounds are NaN (and :meth:`Interval.excludes_zero` is False)."""
     sample = _as_sample(values)

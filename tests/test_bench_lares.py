@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from agents.baselines.latent_reasoning import DepthTraces, calibrate_stop_threshold
 from benchmarks import bench_lares
@@ -60,8 +61,9 @@ def test_a_record_is_recomputed_from_its_per_user_table(tmp_path, monkeypatch):
     """Re-reading a run recomputes every CI from the per-user table by the current statistics, pairs by user."""
     users = np.arange(40)
     ranks = np.random.default_rng(0).integers(0, 30, size=(2, 40))
+    order = np.random.default_rng(1).permutation(40)  # the same users in another order: pairing is by user
     rows = [row("fixed_depth_4", users, ranks[0], np.full(40, 4.0)),
-            row("state-change halting", users, ranks[1], np.full(40, 2.0))]
+            row("state-change halting", users[order], ranks[1][order], np.full(40, 2.0))]
     split = SimpleNamespace(dataset=SimpleNamespace(summary=lambda: {"users": 40}))
     res = _finish("ml-100k", split, {"LARES-SPT": [], "LARES-SPT+RPT": []}, rows, {}, {"seed": 0}, tmp_path)
     same = recompute_record(res, tmp_path)  # same statistics: the same record, up to the table's float32 text
@@ -70,11 +72,15 @@ def test_a_record_is_recomputed_from_its_per_user_table(tmp_path, monkeypatch):
     for key in ("NDCG@10_diff", "lo", "hi", "steps_ratio"):
         assert same["paired"][0][key] == pytest.approx(res["paired"][0][key], rel=1e-6)
     monkeypatch.setattr(bench_lares, "mean_ci", lambda v: Interval(-1.0, -2.0, -0.5))
-    monkeypatch.setattr(bench_lares, "paired_difference", lambda a, b: Interval(float((a - b).sum()), 0.0, 0.0))
+    monkeypatch.setattr(bench_lares, "paired_difference",  # position-wise, as the bootstrap pairs
+                        lambda a, b: Interval(float(np.abs(np.asarray(a) - np.asarray(b)).sum()), 0.0, 0.0))
     again = recompute_record(res, tmp_path)
     assert again["rows"][0]["NDCG@10_lo"] == -2.0 and again["rows"][1]["Recall@10_hi"] == -0.5
-    expected = rows[1]["NDCG@10"] * 40 - res["rows"][0]["NDCG@10"] * 40  # the sum of per-user differences
-    assert again["paired"][0]["NDCG@10_diff"] == pytest.approx(expected) and again["paired"][0]["steps_ratio"] == 0.5
+    per_user = {name: bench_lares.ndcg_at_k(torch.as_tensor(r[None]), 10)[0].numpy() for name, r in
+                (("depth 4", ranks[0]), ("rule", ranks[1]))}  # both indexed by user id
+    expected = np.abs(per_user["rule"] - per_user["depth 4"]).sum()  # |differences| of the same users
+    assert again["paired"][0]["NDCG@10_diff"] == pytest.approx(expected, rel=1e-5)
+    assert again["paired"][0]["steps_ratio"] == 0.5
     with pytest.raises(FileNotFoundError, match="predates per-user tables"):
         recompute_record(res, tmp_path / "elsewhere")
     with pytest.raises(ValueError, match=r"no per-user metrics of \['PPO halting \(SB3\)'\]"):

@@ -9,7 +9,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from agents.masked_mlp_rl_module import MaskedMLPRLModule
-from agents.rllib_action_mask import ActionMaskObservation, mask_size
+from agents.rllib_action_mask import ActionMaskObservation, mask_size, with_action_mask
 from agents.train_rllib import RLlibTrainConfig, _check_settings, load_rllib_policy, train_rllib
 from envs.rail_disruption import RailDisruptionEnv
 
@@ -71,6 +71,16 @@ def test_bad_spaces_and_settings_are_named(env):
         MaskedMLPRLModule(observation_space=bad, action_space=gym.spaces.Discrete(7))
     with pytest.raises(ValueError, match="has no action_masks"):
         ActionMaskObservation(gym.make("CartPole-v1"))
+    rail = RailDisruptionEnv()
+    rail.reset(seed=0)
+    rail.action_masks = lambda: np.ones(27, bool)
+    with pytest.raises(ValueError, match=r"gave 27 entries for MultiDiscrete\(\[5 2 5 2 5 2 5 2\]\); need 28"):
+        with_action_mask(None, rail)
+    rail.action_masks = lambda: np.r_[np.ones(7), np.zeros(5), np.ones(16)]  # route 1's modes all masked
+    with pytest.raises(ValueError, match=r"no choice in component\(s\) \[2\]"):
+        with_action_mask(None, rail)
+    rail.action_masks = lambda: np.ones((4, 7), bool)  # sb3-contrib also takes a mask per component: flattened
+    assert with_action_mask(None, rail)["action_mask"].shape == (28,)
 
 
 def test_one_rllib_iteration_on_the_rail_env_trains_acts_and_reloads(tmp_path):
