@@ -30,17 +30,24 @@ def mask_size(space: gym.Space) -> int:
     raise ValueError(f"action space {space} cannot be masked; allowed: Discrete or a 1-D MultiDiscrete")
 
 
-def with_action_mask(obs: Any, env: gym.Env) -> dict[str, Any]:
-    """The masked observation of ``obs``: the env's current ``action_masks()`` (flattened) beside it. A mask
-    of the wrong size, or one leaving a component no allowed choice, is an error: RLlib would sample a
-    masked action from it without a word."""
+def component_starts(space: gym.Space) -> np.ndarray:
+    """Where each component's entries start in the flat mask (one component for Discrete)."""
+    mask_size(space)  # fails on a space that cannot be masked
+    sizes = space.nvec if isinstance(space, gym.spaces.MultiDiscrete) else [space.n]
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+
+
+def with_action_mask(obs: Any, env: gym.Env, starts: np.ndarray | None = None) -> dict[str, Any]:
+    """The masked observation of ``obs``: the env's current ``action_masks()`` (flattened) beside it;
+    ``starts``: :func:`component_starts` of the env's action space, if known. A mask of the wrong size, or
+    one leaving a component no allowed choice, is an error: RLlib would sample a masked action from it
+    without a word."""
     space = env.unwrapped.action_space
+    starts = component_starts(space) if starts is None else starts
     mask = np.asarray(env.unwrapped.action_masks(), dtype=np.float32).reshape(-1)
     if mask.size != mask_size(space):
         raise ValueError(f"action_masks() gave {mask.size} entries for {space}; need {mask_size(space)}, "
                          "one per action (per choice of every component)")
-    sizes = space.nvec if isinstance(space, gym.spaces.MultiDiscrete) else [space.n]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
     empty = np.flatnonzero(np.maximum.reduceat(mask, starts) < 0.5)
     if empty.size:
         raise ValueError(f"action_masks() allows no choice in component(s) {empty.tolist()} of {space}; "
@@ -56,11 +63,12 @@ class ActionMaskObservation(gym.ObservationWrapper):
         if not callable(getattr(env.unwrapped, "action_masks", None)):
             raise ValueError(f"{env.unwrapped} has no action_masks(); allowed: an env with one, such as "
                              "recrail/TRMRetrieval-v0 or recrail/RailDisruption-v0")
+        self._starts = component_starts(env.action_space)  # once, not on every step
         mask_space = gym.spaces.Box(0.0, 1.0, (mask_size(env.action_space),), np.float32)
         self.observation_space = gym.spaces.Dict({MASK_KEY: mask_space, OBS_KEY: env.observation_space})
 
     def observation(self, observation: Any) -> dict[str, Any]:
-        return with_action_mask(observation, self.env)
+        return with_action_mask(observation, self.env, self._starts)
 
 
 def masked_env(env_id: str, env_config: dict) -> ActionMaskObservation:
