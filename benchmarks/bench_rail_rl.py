@@ -77,13 +77,9 @@ def run(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rll
     best = max(baselines, key=lambda name: means[name])
     summary = summarize(report.episodes, best)
     report.write(out_dir / "evaluation")
-    returns = summary[summary.metric == "return"].set_index("policy")
-    diffs = {name: {"mean": returns.loc[name, "diff"], "ci_low": returns.loc[name, "diff_ci_low"],
-                    "ci_high": returns.loc[name, "diff_ci_high"]} for name in AGENTS if name in policies}
-    framework = None  # RLlib PPO minus MaskablePPO (the report's reference): one algorithm on two backends
-    if "rllib_ppo" in policies:
-        rllib = report.summary.set_index(["policy", "metric"]).loc[("rllib_ppo", "return")]
-        framework = {"mean": rllib["diff"], "ci_low": rllib["diff_ci_low"], "ci_high": rllib["diff_ci_high"]}
+    diffs = {name: _return_diff(summary, name) for name in AGENTS if name in policies}
+    # RLlib PPO minus MaskablePPO (the report's reference): one algorithm on two backends
+    framework = _return_diff(report.summary, "rllib_ppo") if "rllib_ppo" in policies else None
     return {
         "env_id": ENV_ID,
         "train_env_kwargs": experiment.env_kwargs,
@@ -98,6 +94,12 @@ def run(out_dir: Path, timesteps: int = TIMESTEPS, episodes: int = EPISODES, rll
         "timings_s": timings,
         "summary": summary.to_dict(orient="records"),
     }
+
+
+def _return_diff(summary: pd.DataFrame, policy: str) -> dict[str, float]:
+    """``policy``'s paired return difference to the summary's reference, with its CI."""
+    row = summary.set_index(["policy", "metric"]).loc[(policy, "return")]
+    return {"mean": row["diff"], "ci_low": row["diff_ci_low"], "ci_high": row["diff_ci_high"]}
 
 
 def markdown(result: dict) -> str:
